@@ -1,0 +1,290 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+// Package notify is the maddy module storage.notify: a storage that wraps
+// another maddy storage (in practice storage.imapsql) and forwards to it
+// everything maddy, its IMAP server and its CLI look for on a storage, so
+// that clients see exactly what the inner store gives them.
+//
+// Link it into a maddy binary with a blank import (cmd/maddy-build does
+// that) and configure it as
+//
+//	storage.notify NAME {
+//	    storage &INNER
+//	}
+//
+// The module owns its configuration, the forwarding of storage-level
+// interfaces and the inner store's update pipe; users and mailboxes are
+// decorated by package hooks.
+package notify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/emersion/go-imap"
+	sortthread "github.com/emersion/go-imap-sortthread"
+	"github.com/emersion/go-imap/backend"
+	i18nlevel "github.com/foxcpp/go-imap-i18nlevel"
+	"github.com/foxcpp/maddy/framework/config"
+	modconfig "github.com/foxcpp/maddy/framework/config/module"
+	"github.com/foxcpp/maddy/framework/log"
+	"github.com/foxcpp/maddy/framework/module"
+
+	"github.com/maddy-notify/maddy-notify/hooks"
+)
+
+// ModName is the name the module is registered under in maddy.
+const ModName = "storage.notify"
+
+// Store is one storage.notify configuration block.
+//
+// New only records its arguments; Init reads the configuration and must
+// succeed before any other method is called. After Init the methods may be
+// called from any goroutine, as maddy does.
+type Store struct {
+	instName string
+	log      log.Logger
+
+	inner      module.Storage
+	closeInner sync.Once
+}
+
+var (
+	_ module.Storage             = (*Store)(nil)
+	_ module.ManageableStorage   = (*Store)(nil)
+	_ module.DeliveryTarget      = (*Store)(nil)
+	_ module.Table               = (*Store)(nil)
+	_ backend.Backend            = (*Store)(nil)
+	_ backend.AppendLimitBackend = (*Store)(nil)
+	_ sortthread.ThreadBackend   = (*Store)(nil)
+	_ i18nlevel.Backend          = (*Store)(nil)
+)
+
+// New creates an uninitialised storage.notify instance. It is maddy's
+// module constructor and takes no inline arguments.
+func New(modName, instName string, _, inlineArgs []string) (module.Module, error) {
+	if len(inlineArgs) != 0 {
+		return nil, fmt.Errorf("notify: %s takes no inline arguments, use a block with the storage directive", modName)
+	}
+	return &Store{
+		instName: instName,
+		log:      log.Logger{Name: ModName},
+	}, nil
+}
+
+// Name returns the module name.
+func (s *Store) Name() string { return ModName }
+
+// InstanceName returns the name of the configuration block.
+func (s *Store) InstanceName() string { return s.instName }
+
+// Init reads the configuration block. Errors name the block and, through
+// maddy's config package, the directive with its file and line.
+func (s *Store) Init(cfg *config.Map) error {
+	cfg.Custom("storage", false, true, nil, s.storageDirective, &s.inner)
+	cfg.Bool("debug", true, false, &s.log.Debug)
+	if _, err := cfg.Process(); err != nil {
+		return s.configErr(err)
+	}
+
+	if err := s.enableInnerPipe(); err != nil {
+		s.log.Error("failed to enable the update pipe of the wrapped storage; changes made by other processes will not reach IDLE sessions", err,
+			"storage", instanceName(s.inner))
+	}
+	s.log.DebugMsg("initialised", "storage", instanceName(s.inner))
+	return nil
+}
+
+// storageDirective maps `storage &NAME` (or an inline storage block) to the
+// inner module.Storage.
+func (s *Store) storageDirective(m *config.Map, node config.Node) (interface{}, error) {
+	var inner module.Storage
+	if err := modconfig.ModuleFromNode("storage", node.Args, node, m.Globals, &inner); err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	if inner == module.Storage(s) {
+		return nil, config.NodeErr(node, "storage: a storage.notify block cannot wrap itself")
+	}
+	return inner, nil
+}
+
+func (s *Store) configErr(err error) error {
+	name := s.instName
+	if name == "" {
+		name = "(inline)"
+	}
+	return fmt.Errorf("notify: block %s: %w", name, err)
+}
+
+// enableInnerPipe switches on the inner store's update pipe: replicate mode
+// in the server, push mode in maddy's CLI (module.NoRun). The CLI finds no
+// server socket when the server is not running; that is not an error.
+func (s *Store) enableInnerPipe() error {
+	mode := pipeReplicate
+	if module.NoRun {
+		mode = pipePush
+	}
+	found, err := enableUpdatePipe(s.inner, mode)
+	if !found {
+		s.log.DebugMsg("the wrapped storage has no update pipe", "storage", instanceName(s.inner))
+		return nil
+	}
+	if mode == pipePush && errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+func instanceName(m interface{}) string {
+	if mod, ok := m.(module.Module); ok {
+		return mod.InstanceName()
+	}
+	return fmt.Sprintf("%T", m)
+}
+
+// Close stops what the module started.
+//
+// In the server it does not close the inner storage: maddy closes every
+// configuration block itself, and go-imap-sql does not survive a second
+// Close. maddy's CLI (module.NoRun) is different: with --cfg-block naming
+// this block it closes only this block, after its shutdown hooks have run,
+// so the inner storage would never flush the updates it still has to push
+// to the running server (or close its database). There the wrapper closes
+// it, once.
+func (s *Store) Close() error {
+	if !module.NoRun {
+		return nil
+	}
+	var err error
+	s.closeInner.Do(func() {
+		if c, ok := s.inner.(io.Closer); ok {
+			err = c.Close()
+		}
+	})
+	return err
+}
+
+// GetOrCreateIMAPAcct returns the decorated account, creating it in the
+// inner storage if needed.
+func (s *Store) GetOrCreateIMAPAcct(username string) (backend.User, error) {
+	u, err := s.inner.GetOrCreateIMAPAcct(username)
+	if err != nil {
+		return nil, err
+	}
+	return hooks.WrapUser(u), nil
+}
+
+// GetIMAPAcct returns the decorated account.
+func (s *Store) GetIMAPAcct(username string) (backend.User, error) {
+	u, err := s.inner.GetIMAPAcct(username)
+	if err != nil {
+		return nil, err
+	}
+	return hooks.WrapUser(u), nil
+}
+
+// IMAPExtensions returns the inner storage's extensions unchanged.
+func (s *Store) IMAPExtensions() []string { return s.inner.IMAPExtensions() }
+
+func (s *Store) manageable() (module.ManageableStorage, error) {
+	m, ok := s.inner.(module.ManageableStorage)
+	if !ok {
+		return nil, fmt.Errorf("notify: storage %s does not support account management", instanceName(s.inner))
+	}
+	return m, nil
+}
+
+// ListIMAPAccts forwards to the inner storage (maddy imap-acct list).
+func (s *Store) ListIMAPAccts() ([]string, error) {
+	m, err := s.manageable()
+	if err != nil {
+		return nil, err
+	}
+	return m.ListIMAPAccts()
+}
+
+// CreateIMAPAcct forwards to the inner storage (maddy imap-acct create).
+func (s *Store) CreateIMAPAcct(username string) error {
+	m, err := s.manageable()
+	if err != nil {
+		return err
+	}
+	return m.CreateIMAPAcct(username)
+}
+
+// DeleteIMAPAcct forwards to the inner storage (maddy imap-acct remove).
+func (s *Store) DeleteIMAPAcct(username string) error {
+	m, err := s.manageable()
+	if err != nil {
+		return err
+	}
+	return m.DeleteIMAPAcct(username)
+}
+
+// Start begins a delivery into the inner storage (deliver_to &NAME).
+func (s *Store) Start(ctx context.Context, msgMeta *module.MsgMetadata, mailFrom string) (module.Delivery, error) {
+	t, ok := s.inner.(module.DeliveryTarget)
+	if !ok {
+		return nil, fmt.Errorf("notify: storage %s is not a delivery target", instanceName(s.inner))
+	}
+	return t.Start(ctx, msgMeta, mailFrom)
+}
+
+// Lookup forwards a table lookup (does the account exist) to the inner
+// storage; a storage that is no table knows no key.
+func (s *Store) Lookup(ctx context.Context, key string) (string, bool, error) {
+	t, ok := s.inner.(module.Table)
+	if !ok {
+		return "", false, nil
+	}
+	return t.Lookup(ctx, key)
+}
+
+// Login forwards to the inner storage if it is a go-imap backend. maddy
+// authenticates in its IMAP endpoint and never calls it; it exists because
+// go-imap-sortthread's ThreadBackend embeds backend.Backend.
+func (s *Store) Login(connInfo *imap.ConnInfo, username, password string) (backend.User, error) {
+	b, ok := s.inner.(backend.Backend)
+	if !ok {
+		return nil, backend.ErrInvalidCredentials
+	}
+	u, err := b.Login(connInfo, username, password)
+	if err != nil {
+		return nil, err
+	}
+	return hooks.WrapUser(u), nil
+}
+
+// CreateMessageLimit returns the inner storage's append limit, nil if none.
+func (s *Store) CreateMessageLimit() *uint32 {
+	if l, ok := s.inner.(interface{ CreateMessageLimit() *uint32 }); ok {
+		return l.CreateMessageLimit()
+	}
+	return nil
+}
+
+// SupportedThreadAlgorithms forwards to the inner storage (CAPABILITY
+// THREAD=...), nil if it has no THREAD support.
+func (s *Store) SupportedThreadAlgorithms() []sortthread.ThreadAlgorithm {
+	if t, ok := s.inner.(sortthread.ThreadBackend); ok {
+		return t.SupportedThreadAlgorithms()
+	}
+	return nil
+}
+
+// I18NLevel forwards to the inner storage (CAPABILITY I18NLEVEL=n), 0 if it
+// has none.
+func (s *Store) I18NLevel() int {
+	if l, ok := s.inner.(i18nlevel.Backend); ok {
+		return l.I18NLevel()
+	}
+	return 0
+}
+
+func init() {
+	module.Register(ModName, New)
+}
