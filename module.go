@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/emersion/go-imap"
@@ -104,13 +105,27 @@ func (s *Store) Init(cfg *config.Map) error {
 func (s *Store) storageDirective(m *config.Map, node config.Node) (interface{}, error) {
 	var inner module.Storage
 	if err := modconfig.ModuleFromNode("storage", node.Args, node, m.Globals, &inner); err != nil {
-		return nil, fmt.Errorf("storage: %w", err)
+		// maddy's errors carry the location for some failures and not for
+		// others; say it once, with the directive.
+		where := fmt.Sprintf("%s:%d: ", node.File, node.Line)
+		return nil, fmt.Errorf("%sstorage %s: %w", where, strings.Join(node.Args, " "),
+			trimmedErr{err, strings.TrimPrefix(err.Error(), where)})
 	}
 	if inner == module.Storage(s) {
 		return nil, config.NodeErr(node, "storage: a storage.notify block cannot wrap itself")
 	}
 	return inner, nil
 }
+
+// trimmedErr is err with its message shortened by a location prefix that
+// the wrapping error already gives.
+type trimmedErr struct {
+	err error
+	msg string
+}
+
+func (e trimmedErr) Error() string { return e.msg }
+func (e trimmedErr) Unwrap() error { return e.err }
 
 func (s *Store) configErr(err error) error {
 	name := s.instName
