@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -253,5 +254,42 @@ func TestSelfReference(t *testing.T) {
 	_, err = module.GetInstance(name)
 	if err == nil || !strings.Contains(err.Error(), "maddy.conf:4: storage: a storage.notify block cannot wrap itself") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestDocumentedDirectives keeps the reference page's directive list equal
+// to the directives Init declares.
+func TestDocumentedDirectives(t *testing.T) {
+	doc, err := os.ReadFile("docs/reference/storage/notify.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var documented []string
+	for _, line := range strings.Split(string(doc), "\n") {
+		if rest, ok := strings.CutPrefix(line, "### "); ok {
+			documented = append(documented, strings.Fields(rest)[0])
+		}
+	}
+
+	innerName := newInner(t, t.TempDir())
+	innerMod, err := module.GetInstance(innerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer innerMod.(io.Closer).Close()
+	cfg := config.NewMap(nil, config.Node{Name: ModName, Children: []config.Node{storageNode("&" + innerName)}})
+	mod, _ := New(ModName, "doc_check", nil, nil)
+	if err := mod.Init(cfg); err != nil {
+		t.Fatal(err)
+	}
+	// config.Map keeps its declared directives private; read their names.
+	var declared []string
+	for _, k := range reflect.ValueOf(cfg).Elem().FieldByName("entries").MapKeys() {
+		declared = append(declared, k.String())
+	}
+	sort.Strings(documented)
+	sort.Strings(declared)
+	if !reflect.DeepEqual(documented, declared) {
+		t.Fatalf("documented directives %v, declared %v", documented, declared)
 	}
 }
