@@ -57,6 +57,7 @@ func newInner(t testing.TB, dir string) string {
 		Children: []config.Node{
 			{Name: "driver", Args: []string{"sqlite3"}},
 			{Name: "dsn", Args: []string{filepath.Join(dir, "imapsql.db")}},
+			{Name: "msg_store", Args: []string{"fs", filepath.Join(dir, "messages")}},
 		},
 	}))
 	return name
