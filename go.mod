@@ -5,6 +5,7 @@ go 1.23.1
 require (
 	github.com/emersion/go-imap v1.2.2-0.20220928192137-6fac715be9cf
 	github.com/emersion/go-imap-sortthread v1.2.0
+	github.com/emersion/go-imap/v2 v2.0.0-beta.8
 	github.com/foxcpp/go-imap-backend-tests v0.0.0-20220105184719-e80aa29a5e16
 	github.com/foxcpp/go-imap-i18nlevel v0.0.0-20200208001533-d6ec88553005
 	github.com/foxcpp/go-imap-namespace v0.0.0-20200802091432-08496dd8e0ed

@@ -1,0 +1,298 @@
+package testkit
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// ExpectTimeout is the default time RawConn waits for a line the test
+// expects (a command's response, IDLE's continuation, DONE's OK).
+const ExpectTimeout = 5 * time.Second
+
+// RawConn is an IMAP connection that speaks the protocol line by line, so a
+// test can assert the exact bytes the server sends. Lines are returned
+// without their CRLF; a line that announces literals ({n} at its end)
+// is returned with the literals' bytes and the rest of the line appended,
+// as one string.
+//
+// RawConn is not safe for concurrent use; its methods must be called from
+// the test's goroutine. It is closed when the test ends.
+type RawConn struct {
+	// Greeting is the server's greeting line.
+	Greeting string
+
+	// Timeout bounds how long Cmd, Login, Idle and Done wait for each
+	// line; ExpectTimeout unless changed.
+	Timeout time.Duration
+
+	t        testing.TB
+	conn     net.Conn
+	r        *bufio.Reader
+	tag      int
+	partial  []byte   // bytes of the line being read (kept across timeouts)
+	segStart int      // offset in partial after the last literal's bytes
+	litLeft  int      // bytes of the current literal still to read
+	queued   []string // lines read ahead (by Idle) that ReadLine returns first
+	idleTag  string   // tag of the running IDLE command, "" if none
+}
+
+// DialRaw connects to the IMAP server at addr, reads its greeting (which
+// must be "* OK ...") and registers a cleanup that closes the connection.
+func DialRaw(t testing.TB, addr string) *RawConn {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, ExpectTimeout)
+	if err != nil {
+		t.Fatalf("testkit: dial IMAP %s: %v", addr, err)
+	}
+	c := &RawConn{Timeout: ExpectTimeout, t: t, conn: conn, r: bufio.NewReader(conn)}
+	t.Cleanup(func() { conn.Close() })
+	g, err := c.ReadLine(ExpectTimeout)
+	if err != nil {
+		t.Fatalf("testkit: IMAP greeting from %s: %v", addr, err)
+	}
+	if !strings.HasPrefix(g, "* OK") {
+		t.Fatalf("testkit: IMAP greeting from %s: %q", addr, g)
+	}
+	c.Greeting = g
+	return c
+}
+
+// Login sends LOGIN with user and pass as quoted strings and fails the test
+// unless the server answers OK.
+func (c *RawConn) Login(user, pass string) {
+	c.t.Helper()
+	_, tagged := c.Cmd("LOGIN " + Quote(user) + " " + Quote(pass))
+	if !strings.HasPrefix(tagged, "OK") {
+		c.t.Fatalf("testkit: LOGIN %s: %s", user, tagged)
+	}
+}
+
+// Cmd sends cmd with the next tag ("T1", "T2", ...) and reads the response:
+// the untagged lines in order and the tagged completion line without its
+// tag (e.g. "OK SELECT completed"). Lines the server sent earlier and
+// nobody read yet are part of untagged. Cmd fails the test on a
+// continuation request (use Send for commands with literals), on I/O
+// errors, if a line does not arrive within c.Timeout, and during IDLE.
+func (c *RawConn) Cmd(cmd string) (untagged []string, tagged string) {
+	c.t.Helper()
+	if c.idleTag != "" {
+		c.t.Fatalf("testkit: Cmd(%q) while %s IDLE is running; call Done first", cmd, c.idleTag)
+	}
+	tag := c.nextTag()
+	c.Send(tag + " " + cmd)
+	for {
+		line, err := c.ReadLine(c.Timeout)
+		if err != nil {
+			c.t.Fatalf("testkit: %s %s: %v (untagged so far: %q)", tag, cmd, err, untagged)
+		}
+		if rest, ok := strings.CutPrefix(line, tag+" "); ok {
+			return untagged, rest
+		}
+		if strings.HasPrefix(line, "+") {
+			c.t.Fatalf("testkit: %s %s: unexpected continuation request %q", tag, cmd, line)
+		}
+		untagged = append(untagged, line)
+	}
+}
+
+// Send writes line and CRLF. It fails the test on an I/O error.
+func (c *RawConn) Send(line string) {
+	c.t.Helper()
+	c.conn.SetWriteDeadline(time.Now().Add(c.Timeout))
+	if _, err := c.conn.Write([]byte(line + "\r\n")); err != nil {
+		c.t.Fatalf("testkit: send %q: %v", line, err)
+	}
+}
+
+// ReadLine returns the next line from the server, waiting at most timeout.
+// On timeout it returns an error that matches os.ErrDeadlineExceeded and
+// keeps what it read of an incomplete line for the next call, so a timeout
+// loses nothing.
+func (c *RawConn) ReadLine(timeout time.Duration) (string, error) {
+	if len(c.queued) > 0 {
+		line := c.queued[0]
+		c.queued = c.queued[1:]
+		return line, nil
+	}
+	c.conn.SetReadDeadline(time.Now().Add(timeout))
+	for {
+		if c.litLeft > 0 {
+			chunk := make([]byte, c.litLeft)
+			n, err := c.r.Read(chunk)
+			c.partial = append(c.partial, chunk[:n]...)
+			c.litLeft -= n
+			if err != nil {
+				return "", err
+			}
+			c.segStart = len(c.partial)
+			continue
+		}
+		chunk, err := c.r.ReadSlice('\n')
+		c.partial = append(c.partial, chunk...)
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		// Only text outside literals can announce a literal.
+		if m := literalRe.FindSubmatch(c.partial[c.segStart:]); m != nil {
+			n, err := strconv.Atoi(string(m[1]))
+			if err != nil {
+				return "", fmt.Errorf("testkit: bad literal size in %q", c.partial)
+			}
+			c.litLeft = n
+			c.segStart = len(c.partial)
+			continue
+		}
+		line := strings.TrimSuffix(strings.TrimSuffix(string(c.partial), "\n"), "\r")
+		c.partial, c.segStart = nil, 0
+		return line, nil
+	}
+}
+
+// literalRe matches a literal announcement ("{n}" or the non-synchronizing
+// "{n+}") at the end of a line.
+var literalRe = regexp.MustCompile(`\{(\d+)\+?\}\r?\n$`)
+
+// Idle sends IDLE and waits for the server's continuation request ("+ ...").
+// Untagged lines that arrive before it are kept and returned by the next
+// reads (ReadLine, Expect, Done), so they are never lost. It fails the test
+// if IDLE is rejected or no continuation arrives within c.Timeout.
+func (c *RawConn) Idle() {
+	c.t.Helper()
+	if c.idleTag != "" {
+		c.t.Fatalf("testkit: Idle while %s IDLE is running", c.idleTag)
+	}
+	tag := c.nextTag()
+	c.Send(tag + " IDLE")
+	var early []string
+	for {
+		line, err := c.readRaw(c.Timeout)
+		if err != nil {
+			c.t.Fatalf("testkit: %s IDLE: %v (untagged so far: %q)", tag, err, early)
+		}
+		if strings.HasPrefix(line, "+") {
+			break
+		}
+		if strings.HasPrefix(line, tag+" ") {
+			c.t.Fatalf("testkit: %s IDLE rejected: %s", tag, line)
+		}
+		early = append(early, line)
+	}
+	c.queued = append(c.queued, early...)
+	c.idleTag = tag
+}
+
+// readRaw is ReadLine that bypasses the queue of lines read ahead.
+func (c *RawConn) readRaw(timeout time.Duration) (string, error) {
+	q := c.queued
+	c.queued = nil
+	line, err := c.ReadLine(timeout)
+	c.queued = q
+	return line, err
+}
+
+// Done ends the running IDLE: it sends DONE and returns the untagged lines
+// that arrive before IDLE's tagged completion, including lines sent during
+// IDLE that were not read yet. It fails the test unless the completion is
+// OK within c.Timeout.
+func (c *RawConn) Done() []string {
+	c.t.Helper()
+	if c.idleTag == "" {
+		c.t.Fatalf("testkit: Done without Idle")
+	}
+	tag := c.idleTag
+	c.idleTag = ""
+	c.Send("DONE")
+	var untagged []string
+	for {
+		line, err := c.ReadLine(c.Timeout)
+		if err != nil {
+			c.t.Fatalf("testkit: %s IDLE DONE: %v (untagged so far: %q)", tag, err, untagged)
+		}
+		if rest, ok := strings.CutPrefix(line, tag+" "); ok {
+			if !strings.HasPrefix(rest, "OK") {
+				c.t.Fatalf("testkit: %s IDLE DONE: %s", tag, rest)
+			}
+			return untagged
+		}
+		untagged = append(untagged, line)
+	}
+}
+
+// Expect reads len(want) lines and fails t unless they are exactly want, in
+// order. All of them must arrive within timeout. Expect does not look
+// beyond the wanted lines: follow it with ExpectNothing to assert that
+// nothing else comes.
+func (c *RawConn) Expect(t testing.TB, timeout time.Duration, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var got []string
+	for i := range want {
+		line, err := c.ReadLine(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("testkit: waiting for line %d of %d: %v\n got: %s\nwant: %s",
+				i+1, len(want), err, fmtLines(got), fmtLines(want))
+		}
+		got = append(got, line)
+		if line != want[i] {
+			t.Fatalf("testkit: line %d differs\n got: %s\nwant: %s", i+1, fmtLines(got), fmtLines(want))
+		}
+	}
+}
+
+// ExpectNothing fails t if the server sends anything within d (or the
+// connection breaks). A line that started but did not end within d counts
+// as something.
+func (c *RawConn) ExpectNothing(t testing.TB, d time.Duration) {
+	t.Helper()
+	line, err := c.ReadLine(d)
+	switch {
+	case err == nil:
+		t.Fatalf("testkit: unexpected line %q", line)
+	case !errors.Is(err, os.ErrDeadlineExceeded):
+		t.Fatalf("testkit: expected silence: %v", err)
+	case len(c.partial) > 0:
+		t.Fatalf("testkit: unexpected partial line %q", c.partial)
+	}
+}
+
+// Close closes the connection without LOGOUT. Calling it is optional; the
+// test's cleanup closes the connection anyway.
+func (c *RawConn) Close() error {
+	return c.conn.Close()
+}
+
+func (c *RawConn) nextTag() string {
+	c.tag++
+	return "T" + strconv.Itoa(c.tag)
+}
+
+// Quote returns s as an IMAP quoted string.
+func Quote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+// fmtLines formats lines one per row for failure messages.
+func fmtLines(lines []string) string {
+	if len(lines) == 0 {
+		return "(none)"
+	}
+	var b strings.Builder
+	for i, l := range lines {
+		if i > 0 {
+			b.WriteString("\n      ")
+		}
+		fmt.Fprintf(&b, "%q", l)
+	}
+	return b.String()
+}
