@@ -1,0 +1,366 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package mapping
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/maddy-notify/maddy-notify/event"
+)
+
+// KindSet is a set of event kinds. The zero value is the empty set.
+type KindSet uint32
+
+// NewKindSet returns the set of the given kinds. It panics on an invalid
+// kind.
+func NewKindSet(kinds ...event.Kind) KindSet {
+	var s KindSet
+	for _, k := range kinds {
+		if !k.Valid() {
+			panic(fmt.Sprintf("mapping: NewKindSet: invalid kind %v", k))
+		}
+		s |= 1 << k
+	}
+	return s
+}
+
+// AllKinds returns the set of every event kind.
+func AllKinds() KindSet { return NewKindSet(event.Kinds()...) }
+
+// ParseKinds returns the set of the named kinds (event.ParseKind names).
+func ParseKinds(names []string) (KindSet, error) {
+	var s KindSet
+	for _, n := range names {
+		k, err := event.ParseKind(n)
+		if err != nil {
+			return 0, fmt.Errorf("mapping: %w", err)
+		}
+		s |= 1 << k
+	}
+	return s, nil
+}
+
+// Has reports whether k is in s.
+func (s KindSet) Has(k event.Kind) bool {
+	return k.Valid() && s&(1<<k) != 0
+}
+
+// Kinds returns the kinds in s in declaration order.
+func (s KindSet) Kinds() []event.Kind {
+	var ks []event.Kind
+	for _, k := range event.Kinds() {
+		if s.Has(k) {
+			ks = append(ks, k)
+		}
+	}
+	return ks
+}
+
+// String returns the kind names separated by spaces, e.g. "MessageNew
+// MailboxCreate"; "" for the empty set.
+func (s KindSet) String() string {
+	var names []string
+	for _, k := range s.Kinds() {
+		names = append(names, k.String())
+	}
+	return strings.Join(names, " ")
+}
+
+// MailboxScope says which mailboxes other than the selected one a session is
+// sent STATUS for.
+type MailboxScope uint8
+
+const (
+	// AllMailboxes: every mailbox of the account.
+	AllMailboxes MailboxScope = iota
+	// SubscribedMailboxes: mailboxes the account has subscribed to
+	// (SessionView.Subscribed).
+	SubscribedMailboxes
+	// Inboxes: INBOX only. RFC 5465's "inboxes" means every mailbox that
+	// may receive mail by delivery; maddy 0.8.2 has no such set (imap_filter
+	// can route a delivery into any folder), so storage.notify reads it as
+	// INBOX alone. Use AllMailboxes or SubscribedMailboxes to hear about
+	// folders a filter routes mail into.
+	Inboxes
+	// NoMailboxes: no STATUS at all.
+	NoMailboxes
+)
+
+var scopeNames = [...]string{
+	AllMailboxes:        "all",
+	SubscribedMailboxes: "subscribed",
+	Inboxes:             "inboxes",
+	NoMailboxes:         "none",
+}
+
+// String returns the configuration name: all, subscribed, inboxes or none.
+func (s MailboxScope) String() string {
+	if int(s) < len(scopeNames) {
+		return scopeNames[s]
+	}
+	return fmt.Sprintf("MailboxScope(%d)", uint8(s))
+}
+
+// ParseMailboxScope parses all, subscribed, inboxes or none (any case).
+func ParseMailboxScope(s string) (MailboxScope, error) {
+	for i, n := range scopeNames {
+		if strings.EqualFold(s, n) {
+			return MailboxScope(i), nil
+		}
+	}
+	return 0, fmt.Errorf("mapping: unknown mailbox scope %q (known: %s)", s, strings.Join(scopeNames[:], ", "))
+}
+
+// Policy is the configuration Map applies. It is a value: copy it freely;
+// do not modify its slices while Map may run with it.
+type Policy struct {
+	// Events are the kinds a session is told about; other kinds map to
+	// Nothing (the store's own EXISTS/EXPUNGE/FETCH FLAGS in the selected
+	// mailbox are not ours to switch off).
+	Events KindSet
+	// StatusItems are the items of every STATUS line (ParseStatusItems).
+	StatusItems StatusItems
+	// FetchItems are the items sent after UID for new messages in the
+	// selected mailbox (ParseFetchItems); empty means no FETCH.
+	FetchItems FetchItems
+	// StatusMailboxes says which other mailboxes get STATUS.
+	StatusMailboxes MailboxScope
+}
+
+// DefaultPolicy returns the defaults of DESIGN.md: every event kind, STATUS
+// (MESSAGES UIDNEXT UNSEEN) for all mailboxes, FETCH (UID FLAGS
+// BODYSTRUCTURE) for new messages.
+func DefaultPolicy() Policy {
+	return Policy{
+		Events:          AllKinds(),
+		StatusItems:     StatusItems{StatusMessages, StatusUIDNext, StatusUnseen},
+		FetchItems:      FetchItems{"FLAGS", "BODYSTRUCTURE"},
+		StatusMailboxes: AllMailboxes,
+	}
+}
+
+// Validate checks a policy built by hand: known items, a known scope, and
+// STATUS items unless the scope is NoMailboxes.
+func (p Policy) Validate() error {
+	if p.StatusMailboxes > NoMailboxes {
+		return fmt.Errorf("mapping: invalid mailbox scope %d", uint8(p.StatusMailboxes))
+	}
+	if p.StatusMailboxes != NoMailboxes || len(p.StatusItems) > 0 {
+		if _, err := ParseStatusItems(p.StatusItems); err != nil {
+			return err
+		}
+	}
+	if _, err := ParseFetchItems(p.FetchItems); err != nil {
+		return err
+	}
+	for _, it := range p.FetchItems {
+		if strings.EqualFold(it, "UID") {
+			return fmt.Errorf("mapping: UID in FetchItems (it is always sent; ParseFetchItems drops it)")
+		}
+	}
+	return nil
+}
+
+// NeedsSubscription reports whether Map reads SessionView.Subscribed, so a
+// caller computes it only when needed.
+func (p Policy) NeedsSubscription() bool {
+	return p.StatusMailboxes == SubscribedMailboxes
+}
+
+// SessionView is what Map needs to know about the receiving session.
+type SessionView struct {
+	// ID is the session's opaque id, compared with event.Event.Origin. It
+	// must not be 0 (0 never matches: every event counts as someone else's).
+	ID uint64
+	// Account is the session's storage account name.
+	Account string
+	// Selected is the session's selected mailbox, "" when none.
+	Selected string
+	// Subscribed says whether the event's mailbox is subscribed. Map reads
+	// it only under SubscribedMailboxes (Policy.NeedsSubscription).
+	Subscribed bool
+}
+
+// Action is what a Plan asks the session to do.
+type Action uint8
+
+const (
+	// Nothing: write nothing (Plan.Reason says why).
+	Nothing Action = iota
+	// SelectedHandledByStore: the event is about the selected mailbox and
+	// go-imap-mess already sends its EXISTS/RECENT, EXPUNGE or FETCH
+	// (FLAGS UID); writing anything would duplicate it (a duplicate EXPUNGE
+	// shifts the client's sequence numbers).
+	SelectedHandledByStore
+	// NeedStatus: query STATUS of Plan.Mailbox with Policy.StatusItems
+	// (StatusItems.Request), then call StatusView.Update and write the line
+	// it returns, if any.
+	NeedStatus
+	// NeedFetchNew: new messages arrived in the selected mailbox. After the
+	// store has sent EXISTS (go-imap-mess, in the session's Poll/Idle), and
+	// never from inside the store's SendUpdate callback (DESIGN.md trap 2),
+	// fetch Policy.FetchItems.Request() for Plan.UIDs — or, when Plan.UIDs
+	// is empty (the UIDs are unknown), for the UIDs above the last one the
+	// session knew — and write FetchLine for each message.
+	NeedFetchNew
+	// WriteLines: write Plan.Lines, in order.
+	WriteLines
+)
+
+var actionNames = [...]string{
+	Nothing:                "Nothing",
+	SelectedHandledByStore: "SelectedHandledByStore",
+	NeedStatus:             "NeedStatus",
+	NeedFetchNew:           "NeedFetchNew",
+	WriteLines:             "WriteLines",
+}
+
+// String returns the constant's name, e.g. "NeedStatus".
+func (a Action) String() string {
+	if int(a) < len(actionNames) {
+		return actionNames[a]
+	}
+	return fmt.Sprintf("Action(%d)", uint8(a))
+}
+
+// Reasons a Plan says Nothing or SelectedHandledByStore, for debug logs.
+const (
+	ReasonInvalidEvent   = "invalid event"
+	ReasonOtherAccount   = "other account"
+	ReasonKindDisabled   = "event kind disabled"
+	ReasonOwnChange      = "own change"
+	ReasonStore          = "selected mailbox: sent by the store"
+	ReasonNoFetchItems   = "selected mailbox: sent by the store; no FETCH items configured"
+	ReasonNoFlagItems    = "no flag-dependent STATUS item"
+	ReasonScopeNone      = "STATUS disabled (status mailboxes none)"
+	ReasonNotSubscribed  = "mailbox not subscribed"
+	ReasonNotInbox       = "mailbox is not INBOX"
+	ReasonNoStatusConfig = "no STATUS items"
+)
+
+// Plan is Map's answer: what one session must do about one event.
+type Plan struct {
+	Action Action
+	// Reason says why, for Nothing and SelectedHandledByStore.
+	Reason string
+	// Mailbox is the mailbox to query, for NeedStatus and NeedFetchNew
+	// (the event's UTF-8 name).
+	Mailbox string
+	// UIDs are the new messages for NeedFetchNew, when the event knew them
+	// (shared with the event: do not modify).
+	UIDs []uint32
+	// Lines are complete responses (ending in CRLF) for WriteLines.
+	Lines [][]byte
+}
+
+func nothing(reason string) Plan { return Plan{Action: Nothing, Reason: reason} }
+
+// Map decides what the session described by view must be told about ev under
+// policy p, following the table of DESIGN.md:
+//
+//   - Nothing for an invalid event, another account's event, or a kind not in
+//     p.Events.
+//   - In the selected mailbox: MessageNew/MessageAppend → NeedFetchNew when
+//     p.FetchItems is set, else SelectedHandledByStore; MessageExpunge and
+//     FlagChange → SelectedHandledByStore. This holds for the session's own
+//     changes too: the store tells it, as stock maddy does.
+//   - In another mailbox, an event the session caused itself (ev.Origin ==
+//     view.ID) → Nothing; otherwise MessageNew/MessageAppend/MessageExpunge →
+//     NeedStatus, and FlagChange → NeedStatus only when a STATUS item can
+//     depend on flags (UNSEEN), all subject to p.StatusMailboxes.
+//   - Mailbox events the session did not cause itself → WriteLines with one
+//     LIST line: MailboxCreate with ev.Attrs; MailboxDelete with \NonExistent;
+//     MailboxRename with ev.Attrs and OLDNAME; SubscriptionChange with
+//     ev.Attrs plus or minus \Subscribed. These go to every other session of
+//     the account, the one that has the mailbox selected included (the draft
+//     has no selected-mailbox form for them; a LIST never disturbs sequence
+//     numbers). p.StatusMailboxes does not apply to LIST.
+//
+// Map is pure; the caller applies the Plan (and StatusView.Apply) from the
+// session's own goroutine.
+func Map(p Policy, ev event.Event, view SessionView) Plan {
+	if err := ev.Validate(); err != nil {
+		return nothing(ReasonInvalidEvent + ": " + err.Error())
+	}
+	if ev.Account != view.Account {
+		return nothing(ReasonOtherAccount)
+	}
+	if !p.Events.Has(ev.Kind) {
+		return nothing(ReasonKindDisabled)
+	}
+	own := view.ID != 0 && ev.Origin == view.ID
+	selected := view.Selected != "" && SameMailbox(ev.Mailbox, view.Selected)
+
+	switch ev.Kind {
+	case event.MessageNew, event.MessageAppend:
+		if selected {
+			if len(p.FetchItems) == 0 {
+				return Plan{Action: SelectedHandledByStore, Reason: ReasonNoFetchItems}
+			}
+			return Plan{Action: NeedFetchNew, Mailbox: ev.Mailbox, UIDs: ev.UIDs}
+		}
+		if own {
+			return nothing(ReasonOwnChange)
+		}
+		return statusPlan(p, ev, view)
+	case event.MessageExpunge:
+		if selected {
+			return Plan{Action: SelectedHandledByStore, Reason: ReasonStore}
+		}
+		if own {
+			return nothing(ReasonOwnChange)
+		}
+		return statusPlan(p, ev, view)
+	case event.FlagChange:
+		if selected {
+			return Plan{Action: SelectedHandledByStore, Reason: ReasonStore}
+		}
+		if own {
+			return nothing(ReasonOwnChange)
+		}
+		if !p.StatusItems.FlagDependent() {
+			return nothing(ReasonNoFlagItems)
+		}
+		return statusPlan(p, ev, view)
+	}
+
+	// Mailbox events.
+	if own {
+		return nothing(ReasonOwnChange)
+	}
+	var line []byte
+	switch ev.Kind {
+	case event.MailboxCreate:
+		line = ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, "")
+	case event.MailboxDelete:
+		line = ListLine([]string{AttrNonExistent}, ev.Delimiter, ev.Mailbox, "")
+	case event.MailboxRename:
+		line = ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, ev.OldMailbox)
+	case event.SubscriptionChange:
+		line = ListLine(subscriptionAttrs(ev.Attrs, ev.Subscribed), ev.Delimiter, ev.Mailbox, "")
+	default:
+		// Validate accepted a kind this switch does not know.
+		panic(fmt.Sprintf("mapping: Map: unhandled event kind %v", ev.Kind))
+	}
+	return Plan{Action: WriteLines, Lines: [][]byte{line}}
+}
+
+func statusPlan(p Policy, ev event.Event, view SessionView) Plan {
+	switch p.StatusMailboxes {
+	case NoMailboxes:
+		return nothing(ReasonScopeNone)
+	case SubscribedMailboxes:
+		if !view.Subscribed {
+			return nothing(ReasonNotSubscribed)
+		}
+	case Inboxes:
+		if !IsInbox(ev.Mailbox) {
+			return nothing(ReasonNotInbox)
+		}
+	}
+	if len(p.StatusItems) == 0 {
+		return nothing(ReasonNoStatusConfig)
+	}
+	return Plan{Action: NeedStatus, Mailbox: ev.Mailbox}
+}

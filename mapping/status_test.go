@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package mapping
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-imap"
+
+	"github.com/maddy-notify/maddy-notify/event"
+)
+
+func TestParseStatusItems(t *testing.T) {
+	tests := []struct {
+		in      []string
+		want    StatusItems
+		wantErr string
+	}{
+		{[]string{"MESSAGES", "UIDNEXT", "UNSEEN"}, StatusItems{"MESSAGES", "UIDNEXT", "UNSEEN"}, ""},
+		{[]string{"unseen", "Messages"}, StatusItems{"UNSEEN", "MESSAGES"}, ""},
+		{[]string{"UIDVALIDITY", "RECENT", "MESSAGES", "UNSEEN", "UIDNEXT"}, StatusItems{"UIDVALIDITY", "RECENT", "MESSAGES", "UNSEEN", "UIDNEXT"}, ""},
+		{nil, nil, "no STATUS items"},
+		{[]string{"UNSEEN"}, nil, "must include MESSAGES"},
+		{[]string{"MESSAGES", "SIZE"}, nil, `unknown STATUS item "SIZE"`},
+		{[]string{"MESSAGES", "messages"}, nil, "duplicate STATUS item MESSAGES"},
+	}
+	for _, tt := range tests {
+		got, err := ParseStatusItems(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("ParseStatusItems(%q) = %v, %v; want error %q", tt.in, got, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("ParseStatusItems(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestStatusItemsHelpers(t *testing.T) {
+	items := StatusItems{"MESSAGES", "UNSEEN"}
+	if got := items.Request(); !reflect.DeepEqual(got, []imap.StatusItem{imap.StatusMessages, imap.StatusUnseen}) {
+		t.Errorf("Request() = %v", got)
+	}
+	if !items.FlagDependent() {
+		t.Error("MESSAGES UNSEEN: FlagDependent() = false")
+	}
+	if (StatusItems{"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY"}).FlagDependent() {
+		t.Error("items without UNSEEN: FlagDependent() = true")
+	}
+	st := StatusOf(&imap.MailboxStatus{Messages: 1, Recent: 2, UidNext: 3, UidValidity: 4, Unseen: 5})
+	if st != (Status{Messages: 1, Recent: 2, UIDNext: 3, UIDValidity: 4, Unseen: 5}) {
+		t.Errorf("StatusOf = %+v", st)
+	}
+	if StatusOf(nil) != (Status{}) {
+		t.Error("StatusOf(nil) is not zero")
+	}
+}
+
+func TestStatusLine(t *testing.T) {
+	st := Status{Messages: 3, Recent: 1, UIDNext: 9, UIDValidity: 1700000000, Unseen: 0}
+	tests := []struct {
+		mailbox string
+		items   StatusItems
+		want    string
+	}{
+		{"box", StatusItems{"MESSAGES", "UIDNEXT", "UNSEEN"}, `* STATUS "box" (MESSAGES 3 UIDNEXT 9 UNSEEN 0)` + "\r\n"},
+		{"box", StatusItems{"UNSEEN", "UIDNEXT", "MESSAGES"}, `* STATUS "box" (UNSEEN 0 UIDNEXT 9 MESSAGES 3)` + "\r\n"},
+		{"inbox", StatusItems{"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"}, `* STATUS INBOX (MESSAGES 3 RECENT 1 UIDNEXT 9 UIDVALIDITY 1700000000 UNSEEN 0)` + "\r\n"},
+		{"Entwürfe", StatusItems{"MESSAGES"}, `* STATUS "Entw&APw-rfe" (MESSAGES 3)` + "\r\n"},
+		{`a "b" \c`, StatusItems{"MESSAGES"}, `* STATUS "a \"b\" \\c" (MESSAGES 3)` + "\r\n"},
+		{"R&D", StatusItems{"MESSAGES"}, `* STATUS "R&-D" (MESSAGES 3)` + "\r\n"},
+	}
+	for _, tt := range tests {
+		if got := string(StatusLine(tt.mailbox, tt.items, st)); got != tt.want {
+			t.Errorf("StatusLine(%q, %v)\n got %q\nwant %q", tt.mailbox, tt.items, got, tt.want)
+		}
+	}
+	max := Status{Messages: 4294967295}
+	if got := string(StatusLine("b", StatusItems{"MESSAGES"}, max)); got != `* STATUS "b" (MESSAGES 4294967295)`+"\r\n" {
+		t.Errorf("max uint32: %q", got)
+	}
+}
+
+func TestStatusLineUnknownItemPanics(t *testing.T) {
+	defer func() {
+		r := recover()
+		if r == nil || !strings.HasPrefix(r.(string), "mapping: ") {
+			t.Fatalf("recover() = %v, want a mapping: panic", r)
+		}
+	}()
+	StatusLine("b", StatusItems{"SIZE"}, Status{})
+}
+
+func TestStatusViewUpdate(t *testing.T) {
+	v := NewStatusView(StatusItems{"MESSAGES", "UNSEEN"})
+	steps := []struct {
+		mailbox string
+		st      Status
+		want    string // "" = no line
+	}{
+		{"box", Status{Messages: 1, Unseen: 1, UIDNext: 2}, `* STATUS "box" (MESSAGES 1 UNSEEN 1)` + "\r\n"}, // first time: always
+		{"box", Status{Messages: 1, Unseen: 1, UIDNext: 2}, ""},                                              // same values
+		{"box", Status{Messages: 1, Unseen: 1, UIDNext: 3, Recent: 7}, ""},                                   // only unconfigured items changed
+		{"box", Status{Messages: 1, Unseen: 0, UIDNext: 3}, `* STATUS "box" (MESSAGES 1 UNSEEN 0)` + "\r\n"},
+		{"other", Status{Messages: 1, Unseen: 0}, `* STATUS "other" (MESSAGES 1 UNSEEN 0)` + "\r\n"}, // per mailbox
+		{"INBOX", Status{Messages: 5}, `* STATUS INBOX (MESSAGES 5 UNSEEN 0)` + "\r\n"},
+		{"inbox", Status{Messages: 5}, ""}, // INBOX in any case is one mailbox
+		{"box", Status{Messages: 2, Unseen: 1}, `* STATUS "box" (MESSAGES 2 UNSEEN 1)` + "\r\n"},
+		{"box", Status{Messages: 1, Unseen: 0}, `* STATUS "box" (MESSAGES 1 UNSEEN 0)` + "\r\n"}, // back to an older value: still a change
+	}
+	for i, s := range steps {
+		line, changed := v.Update(s.mailbox, s.st)
+		if string(line) != s.want || changed != (s.want != "") {
+			t.Fatalf("step %d: Update(%q, %+v) = %q, %v; want %q", i, s.mailbox, s.st, line, changed, s.want)
+		}
+	}
+	if v.Len() != 3 {
+		t.Errorf("Len() = %d, want 3", v.Len())
+	}
+	if !reflect.DeepEqual(v.Items(), StatusItems{"MESSAGES", "UNSEEN"}) {
+		t.Errorf("Items() = %v", v.Items())
+	}
+}
+
+// TestStatusViewBurst: after any burst, the last line sent for a mailbox
+// carries the final values.
+func TestStatusViewBurst(t *testing.T) {
+	v := NewStatusView(StatusItems{"MESSAGES", "UIDNEXT"})
+	var last string
+	for i := uint32(1); i <= 50; i++ {
+		st := Status{Messages: i % 7, UIDNext: 100 + i/3}
+		if line, ok := v.Update("box", st); ok {
+			last = string(line)
+		}
+	}
+	if want := string(StatusLine("box", StatusItems{"MESSAGES", "UIDNEXT"}, Status{Messages: 50 % 7, UIDNext: 100 + 50/3})); last != want {
+		t.Fatalf("last line %q, want %q", last, want)
+	}
+}
+
+func TestStatusViewForgetRename(t *testing.T) {
+	items := StatusItems{"MESSAGES"}
+	st := Status{Messages: 4}
+	v := NewStatusView(items)
+	mustSend := func(mailbox string, want bool) {
+		t.Helper()
+		if _, changed := v.Update(mailbox, st); changed != want {
+			t.Fatalf("Update(%q) changed = %v, want %v", mailbox, changed, want)
+		}
+	}
+	mustSend("a", true)
+	mustSend("a", false)
+	v.Forget("a")
+	mustSend("a", true)
+
+	v.Rename("a", "b") // b inherits a's state; a is gone
+	mustSend("b", false)
+	mustSend("a", true)
+
+	mustSend("INBOX", true)
+	v.Rename("inbox", "c") // INBOX rename: both forgotten
+	mustSend("INBOX", true)
+	mustSend("c", true)
+
+	v.Rename("b", "b") // no-op
+	mustSend("b", false)
+
+	v.Forget("never-seen") // harmless
+}
+
+func TestStatusViewApply(t *testing.T) {
+	items := StatusItems{"MESSAGES"}
+	st := Status{Messages: 1}
+	const me = 42
+	tests := []struct {
+		name      string
+		ev        event.Event
+		remembers map[string]bool // after Apply
+	}{
+		{"delete", event.Event{Kind: event.MailboxDelete, Mailbox: "a"}, map[string]bool{"a": false, "a/x": true, "b": true}},
+		{"rename with children", event.Event{Kind: event.MailboxRename, OldMailbox: "a", Mailbox: "n", Delimiter: "/"},
+			map[string]bool{"a": false, "a/x": false, "n": true, "n/x": true, "b": true}},
+		{"rename without delimiter", event.Event{Kind: event.MailboxRename, OldMailbox: "a", Mailbox: "n"},
+			map[string]bool{"a": false, "a/x": true, "n": true}},
+		{"own append elsewhere", event.Event{Kind: event.MessageAppend, Mailbox: "b", Origin: me}, map[string]bool{"a": true, "b": false}},
+		{"own flag change", event.Event{Kind: event.FlagChange, Mailbox: "b", Origin: me}, map[string]bool{"b": false}},
+		{"someone else's append", event.Event{Kind: event.MessageAppend, Mailbox: "b", Origin: 7}, map[string]bool{"b": true}},
+		{"no origin", event.Event{Kind: event.MessageNew, Mailbox: "b"}, map[string]bool{"b": true}},
+		{"own create", event.Event{Kind: event.MailboxCreate, Mailbox: "b", Origin: me}, map[string]bool{"b": true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := NewStatusView(items)
+			for _, m := range []string{"a", "a/x", "b"} {
+				v.Update(m, st)
+			}
+			v.Apply(tt.ev, me)
+			for m, want := range tt.remembers {
+				_, changed := v.Update(m, st)
+				if remembered := !changed; remembered != want {
+					t.Errorf("after Apply(%v): remembers %q = %v, want %v", tt.ev, m, remembered, want)
+				}
+			}
+		})
+	}
+
+	// Session id 0 never matches an origin of 0.
+	v := NewStatusView(items)
+	v.Update("b", st)
+	v.Apply(event.Event{Kind: event.MessageNew, Mailbox: "b"}, 0)
+	if _, changed := v.Update("b", st); changed {
+		t.Error("Apply with session 0 forgot a mailbox for an event without origin")
+	}
+}
+
+func TestNewStatusViewUnknownItemPanics(t *testing.T) {
+	defer func() {
+		if r := recover(); r == nil {
+			t.Fatal("NewStatusView accepted an unknown item")
+		}
+	}()
+	NewStatusView(StatusItems{"MESSAGES", "HIGHESTMODSEQ"})
+}
