@@ -25,6 +25,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/emersion/go-imap"
 	sortthread "github.com/emersion/go-imap-sortthread"
@@ -36,6 +37,8 @@ import (
 	"github.com/foxcpp/maddy/framework/module"
 
 	"github.com/maddy-notify/maddy-notify/hooks"
+	"github.com/maddy-notify/maddy-notify/mapping"
+	"github.com/maddy-notify/maddy-notify/registry"
 )
 
 // ModName is the name the module is registered under in maddy.
@@ -52,6 +55,11 @@ type Store struct {
 
 	inner      module.Storage
 	closeInner sync.Once
+
+	policy mapping.Policy
+	// reg is nil in maddy's CLI (module.NoRun): there is nobody to notify.
+	reg    *registry.Registry
+	lastID atomic.Uint64
 }
 
 var (
@@ -86,18 +94,70 @@ func (s *Store) InstanceName() string { return s.instName }
 // Init reads the configuration block. Errors name the block and, through
 // maddy's config package, the directive with its file and line.
 func (s *Store) Init(cfg *config.Map) error {
+	var (
+		events, statusMailboxes, statusItems, fetchItems []string
+		defaults                                         = mapping.DefaultPolicy()
+	)
 	cfg.Custom("storage", false, true, nil, s.storageDirective, &s.inner)
+	cfg.StringList("events", false, false, kindNames(defaults.Events), &events)
+	cfg.StringList("status_mailboxes", false, false, []string{defaults.StatusMailboxes.String()}, &statusMailboxes)
+	cfg.StringList("status_items", false, false, defaults.StatusItems, &statusItems)
+	cfg.Custom("new_message_fetch", false, false, func() (interface{}, error) {
+		return []string(defaults.FetchItems), nil
+	}, func(_ *config.Map, node config.Node) (interface{}, error) {
+		return node.Args, nil // no arguments: no FETCH
+	}, &fetchItems)
 	cfg.Bool("debug", true, false, &s.log.Debug)
 	if _, err := cfg.Process(); err != nil {
 		return s.configErr(err)
 	}
+	policy, err := parsePolicy(events, statusMailboxes, statusItems, fetchItems)
+	if err != nil {
+		return s.configErr(err)
+	}
+	s.policy = policy
 
 	if err := s.enableInnerPipe(); err != nil {
 		s.log.Error("failed to enable the update pipe of the wrapped storage; changes made by other processes will not reach IDLE sessions", err,
 			"storage", instanceName(s.inner))
 	}
-	s.log.DebugMsg("initialised", "storage", instanceName(s.inner))
+	if !module.NoRun {
+		s.reg = registry.New(s.policy, s.inner.GetIMAPAcct, s.log)
+	}
+	s.log.Msg("notifications configured", "storage", instanceName(s.inner),
+		"events", s.policy.Events.String(), "status_mailboxes", s.policy.StatusMailboxes.String(),
+		"status_items", strings.Join(s.policy.StatusItems, " "), "new_message_fetch", strings.Join(s.policy.FetchItems, " "))
 	return nil
+}
+
+func kindNames(set mapping.KindSet) []string {
+	var names []string
+	for _, k := range set.Kinds() {
+		names = append(names, k.String())
+	}
+	return names
+}
+
+// parsePolicy checks the policy directives; errors name the directive.
+func parsePolicy(events, statusMailboxes, statusItems, fetchItems []string) (mapping.Policy, error) {
+	var p mapping.Policy
+	var err error
+	if p.Events, err = mapping.ParseKinds(events); err != nil {
+		return p, fmt.Errorf("events: %w", err)
+	}
+	if len(statusMailboxes) != 1 {
+		return p, fmt.Errorf("status_mailboxes: expected one of all, subscribed, inboxes, none")
+	}
+	if p.StatusMailboxes, err = mapping.ParseMailboxScope(statusMailboxes[0]); err != nil {
+		return p, fmt.Errorf("status_mailboxes: %w", err)
+	}
+	if p.StatusItems, err = mapping.ParseStatusItems(statusItems); err != nil {
+		return p, fmt.Errorf("status_items: %w", err)
+	}
+	if p.FetchItems, err = mapping.ParseFetchItems(fetchItems); err != nil {
+		return p, fmt.Errorf("new_message_fetch: %w", err)
+	}
+	return p, nil
 }
 
 // storageDirective maps `storage &NAME` (or an inline storage block) to the
@@ -171,6 +231,9 @@ func instanceName(m interface{}) string {
 // to the running server (or close its database). There the wrapper closes
 // it, once.
 func (s *Store) Close() error {
+	if s.reg != nil {
+		s.reg.Close()
+	}
 	if !module.NoRun {
 		return nil
 	}
@@ -190,7 +253,7 @@ func (s *Store) GetOrCreateIMAPAcct(username string) (backend.User, error) {
 	if err != nil {
 		return nil, err
 	}
-	return hooks.WrapUser(u), nil
+	return s.wrapUser(u), nil
 }
 
 // GetIMAPAcct returns the decorated account.
@@ -199,7 +262,12 @@ func (s *Store) GetIMAPAcct(username string) (backend.User, error) {
 	if err != nil {
 		return nil, err
 	}
-	return hooks.WrapUser(u), nil
+	return s.wrapUser(u), nil
+}
+
+// wrapUser decorates u as one login with its own session id.
+func (s *Store) wrapUser(u backend.User) *hooks.User {
+	return hooks.WrapUser(u, s.reg, s.lastID.Add(1))
 }
 
 // IMAPExtensions returns the inner storage's extensions unchanged.
@@ -246,7 +314,11 @@ func (s *Store) Start(ctx context.Context, msgMeta *module.MsgMetadata, mailFrom
 	if !ok {
 		return nil, fmt.Errorf("notify: storage %s is not a delivery target", instanceName(s.inner))
 	}
-	return t.Start(ctx, msgMeta, mailFrom)
+	d, err := t.Start(ctx, msgMeta, mailFrom)
+	if err != nil || s.reg == nil {
+		return d, err
+	}
+	return wrapDelivery(d, s.reg, s.log), nil
 }
 
 // Lookup forwards a table lookup (does the account exist) to the inner
@@ -271,7 +343,7 @@ func (s *Store) Login(connInfo *imap.ConnInfo, username, password string) (backe
 	if err != nil {
 		return nil, err
 	}
-	return hooks.WrapUser(u), nil
+	return s.wrapUser(u), nil
 }
 
 // CreateMessageLimit returns the inner storage's append limit, nil if none.

@@ -10,18 +10,30 @@
 // the inner store gives it. Where the inner object lacks an optional method,
 // the decorator answers as the caller would have done without it.
 //
-// hooks imports no other package of this module; it must not import the
-// module root, and it does no I/O of its own.
+// It also reports what the decorated calls changed: after a successful
+// call it publishes an event to the registry (APPEND, COPY, MOVE, EXPUNGE,
+// STORE, CREATE, DELETE, RENAME, SUBSCRIBE), registers the IMAP session
+// that selected a mailbox, and tells it when it IDLEs, polls, and when the
+// store announces new messages to it. With a nil registry (maddy's CLI) the
+// decorators only forward.
+//
+// hooks imports event, mapping and registry; it must not import the module
+// root.
 package hooks
 
 import (
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-imap"
 	sortthread "github.com/emersion/go-imap-sortthread"
 	"github.com/emersion/go-imap/backend"
 	namespace "github.com/foxcpp/go-imap-namespace"
+
+	"github.com/maddy-notify/maddy-notify/event"
+	"github.com/maddy-notify/maddy-notify/mapping"
+	"github.com/maddy-notify/maddy-notify/registry"
 )
 
 // appendLimiter is the optional append-limit pair of go-imap-sql users and
@@ -51,6 +63,11 @@ var errMoveUnsupported = errors.New("MOVE extension not supported")
 // session's goroutine.
 type User struct {
 	inner backend.User
+	reg   *registry.Registry
+	id    uint64
+
+	mu      sync.Mutex
+	session *registry.Session
 }
 
 var (
@@ -61,12 +78,14 @@ var (
 	_ namespace.User          = (*User)(nil)
 )
 
-// WrapUser returns the decorator of u. u must not be nil.
-func WrapUser(u backend.User) *User {
+// WrapUser returns the decorator of u. u must not be nil. reg receives the
+// user's events and sessions (nil: forward only); id is the opaque,
+// process-unique id of this login, the Origin of its events.
+func WrapUser(u backend.User, reg *registry.Registry, id uint64) *User {
 	if u == nil {
 		panic("hooks: WrapUser(nil)")
 	}
-	return &User{inner: u}
+	return &User{inner: u, reg: reg, id: id}
 }
 
 // Inner returns the wrapped user.
@@ -85,13 +104,58 @@ func (u *User) ListMailboxes(subscribed bool) ([]imap.MailboxInfo, error) {
 // With a nil conn (maddy's CLI, deliveries and other management access) the
 // inner mailbox is returned as it is: `maddy imap-msgs remove` asserts the
 // concrete go-imap-sql type on it. With a conn (an IMAP session's SELECT or
-// EXAMINE) the mailbox is decorated.
+// EXAMINE) the mailbox is decorated and, when conn is go-imap's server
+// connection, the session is registered for notifications.
 func (u *User) GetMailbox(name string, readOnly bool, conn backend.Conn) (*imap.MailboxStatus, backend.Mailbox, error) {
-	status, mbox, err := u.inner.GetMailbox(name, readOnly, conn)
-	if err != nil || conn == nil {
+	if conn == nil {
+		return u.inner.GetMailbox(name, readOnly, conn)
+	}
+	session := u.sessionFor(conn)
+	var innerConn backend.Conn = conn
+	if session != nil {
+		innerConn = &updateConn{Conn: conn, session: session}
+	}
+	status, mbox, err := u.inner.GetMailbox(name, readOnly, innerConn)
+	if err != nil {
 		return status, mbox, err
 	}
-	return status, &Mailbox{inner: mbox}, nil
+	m := &Mailbox{inner: mbox, user: u, session: session}
+	if status != nil {
+		m.nextUID = status.UidNext
+	}
+	if session != nil {
+		session.Select(mbox.Name(), m)
+	}
+	return status, m, nil
+}
+
+// sessionFor returns the registered session of this login, registering it
+// on the first SELECT. Connections that are not go-imap's server
+// connections (tests, tools) are not registered.
+func (u *User) sessionFor(conn backend.Conn) *registry.Session {
+	if u.reg == nil {
+		return nil
+	}
+	sc, ok := conn.(serverConn)
+	if !ok {
+		return nil
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.session == nil {
+		u.session = u.reg.Register(u.inner.Username(), u.id, newConnOut(sc.Context(), u.reg.Done()))
+	}
+	return u.session
+}
+
+func (u *User) publish(ev event.Event) {
+	if u.reg == nil {
+		return
+	}
+	ev.Account = u.inner.Username()
+	ev.Origin = u.id
+	ev.Time = time.Now()
+	u.reg.Publish(ev)
 }
 
 // Status forwards to the inner user.
@@ -99,9 +163,21 @@ func (u *User) Status(mbox string, items []imap.StatusItem) (*imap.MailboxStatus
 	return u.inner.Status(mbox, items)
 }
 
-// SetSubscribed forwards to the inner user.
+// SetSubscribed forwards to the inner user and publishes
+// SubscriptionChange.
 func (u *User) SetSubscribed(mbox string, subscribed bool) error {
-	return u.inner.SetSubscribed(mbox, subscribed)
+	if err := u.inner.SetSubscribed(mbox, subscribed); err != nil {
+		return err
+	}
+	if u.reg != nil {
+		infos, _ := u.listAll()
+		ev := event.Event{Kind: event.SubscriptionChange, Mailbox: mbox, Subscribed: subscribed}
+		if info, ok := infos[mailboxKey(mbox)]; ok {
+			ev.Mailbox, ev.Delimiter, ev.Attrs = info.Name, info.Delimiter, listAttrs(info.Attributes)
+		}
+		u.publish(ev)
+	}
+	return nil
 }
 
 // CreateMessage forwards to the inner user. A decorated selectedMailbox is
@@ -110,27 +186,95 @@ func (u *User) CreateMessage(mbox string, flags []string, date time.Time, body i
 	if m, ok := selectedMailbox.(*Mailbox); ok {
 		selectedMailbox = m.inner
 	}
-	return u.inner.CreateMessage(mbox, flags, date, body, selectedMailbox)
+	if err := u.inner.CreateMessage(mbox, flags, date, body, selectedMailbox); err != nil {
+		return err
+	}
+	u.publish(event.Event{Kind: event.MessageAppend, Mailbox: mbox})
+	return nil
 }
 
-// CreateMailbox forwards to the inner user.
-func (u *User) CreateMailbox(name string) error { return u.inner.CreateMailbox(name) }
+// CreateMailbox forwards to the inner user and publishes MailboxCreate for
+// the mailbox and for the parents the store created with it.
+func (u *User) CreateMailbox(name string) error {
+	return u.hierarchyChange(func() error { return u.inner.CreateMailbox(name) }, nil)
+}
 
 // CreateMailboxSpecial forwards to the inner user; without support there it
 // creates a plain mailbox, as maddy's CLI does for such stores.
 func (u *User) CreateMailboxSpecial(name, specialUseAttr string) error {
-	if s, ok := u.inner.(specialUseCreator); ok {
-		return s.CreateMailboxSpecial(name, specialUseAttr)
-	}
-	return u.inner.CreateMailbox(name)
+	return u.hierarchyChange(func() error {
+		if s, ok := u.inner.(specialUseCreator); ok {
+			return s.CreateMailboxSpecial(name, specialUseAttr)
+		}
+		return u.inner.CreateMailbox(name)
+	}, nil)
 }
 
-// DeleteMailbox forwards to the inner user.
-func (u *User) DeleteMailbox(name string) error { return u.inner.DeleteMailbox(name) }
+// DeleteMailbox forwards to the inner user and publishes MailboxDelete for
+// every mailbox that is gone afterwards.
+func (u *User) DeleteMailbox(name string) error {
+	return u.hierarchyChange(func() error { return u.inner.DeleteMailbox(name) }, nil)
+}
 
-// RenameMailbox forwards to the inner user.
+// RenameMailbox forwards to the inner user and publishes MailboxRename for
+// the mailbox and each of its children (RENAME moves the hierarchy). RENAME
+// INBOX moves INBOX's messages into a new mailbox and leaves INBOX in place:
+// that is a MailboxCreate and a MessageExpunge in INBOX.
 func (u *User) RenameMailbox(existingName, newName string) error {
-	return u.inner.RenameMailbox(existingName, newName)
+	return u.hierarchyChange(func() error { return u.inner.RenameMailbox(existingName, newName) },
+		&rename{from: existingName, to: newName})
+}
+
+type rename struct{ from, to string }
+
+// hierarchyChange runs op and publishes the mailbox events it caused,
+// found by comparing the mailbox list before and after (the store may
+// create parents or remove children on its own).
+func (u *User) hierarchyChange(op func() error, ren *rename) error {
+	if u.reg == nil {
+		return op()
+	}
+	before, err := u.listAll()
+	if err != nil {
+		return op() // no events, but the client's command is not ours to fail
+	}
+	if err := op(); err != nil {
+		return err
+	}
+	after, err := u.listAll()
+	if err != nil {
+		return nil
+	}
+	renamed := map[string]bool{}
+	if ren != nil && mapping.IsInbox(ren.from) {
+		u.publish(event.Event{Kind: event.MessageExpunge, Mailbox: "INBOX"})
+	} else if ren != nil {
+		for _, old := range sortedInfos(before) {
+			suffix, ok := childSuffix(old.Name, ren.from, old.Delimiter)
+			if !ok {
+				continue
+			}
+			nw, ok := after[mailboxKey(ren.to+suffix)]
+			if !ok {
+				continue
+			}
+			renamed[mailboxKey(old.Name)], renamed[mailboxKey(nw.Name)] = true, true
+			u.publish(event.Event{Kind: event.MailboxRename, Mailbox: nw.Name, OldMailbox: old.Name,
+				Delimiter: nw.Delimiter, Attrs: listAttrs(nw.Attributes)})
+		}
+	}
+	for _, info := range sortedInfos(after) {
+		if _, ok := before[mailboxKey(info.Name)]; !ok && !renamed[mailboxKey(info.Name)] {
+			u.publish(event.Event{Kind: event.MailboxCreate, Mailbox: info.Name,
+				Delimiter: info.Delimiter, Attrs: listAttrs(info.Attributes)})
+		}
+	}
+	for _, info := range sortedInfos(before) {
+		if _, ok := after[mailboxKey(info.Name)]; !ok && !renamed[mailboxKey(info.Name)] {
+			u.publish(event.Event{Kind: event.MailboxDelete, Mailbox: info.Name, Delimiter: info.Delimiter})
+		}
+	}
+	return nil
 }
 
 // Logout forwards to the inner user.
@@ -178,7 +322,14 @@ func (u *User) Namespaces() (personal, other, shared []namespace.Namespace, err 
 // Its methods are called from the owning session's goroutine, except where a
 // method says otherwise.
 type Mailbox struct {
-	inner backend.Mailbox
+	inner   backend.Mailbox
+	user    *User
+	session *registry.Session // nil: not registered for notifications
+
+	// fetchMu guards nextUID, the first UID the session has not been sent a
+	// FETCH for.
+	fetchMu sync.Mutex
+	nextUID uint32
 }
 
 var (
@@ -198,11 +349,28 @@ func (m *Mailbox) Name() string { return m.inner.Name() }
 // Info forwards to the inner mailbox.
 func (m *Mailbox) Info() (*imap.MailboxInfo, error) { return m.inner.Info() }
 
-// Close forwards to the inner mailbox.
-func (m *Mailbox) Close() error { return m.inner.Close() }
+// Close forwards to the inner mailbox and records that the session left it.
+func (m *Mailbox) Close() error {
+	if m.session != nil {
+		m.session.Unselect(m.inner.Name())
+	}
+	return m.inner.Close()
+}
 
-// Poll forwards to the inner mailbox.
-func (m *Mailbox) Poll(expunge bool) error { return m.inner.Poll(expunge) }
+// Poll forwards to the inner mailbox (NOOP, CHECK, after commands), which
+// sends the store's EXISTS/EXPUNGE/FETCH; then the session's queued
+// notifications are written, before the command's tagged response.
+func (m *Mailbox) Poll(expunge bool) error {
+	err := m.inner.Poll(expunge)
+	if m.session != nil {
+		m.session.Flush()
+	}
+	return err
+}
+
+func (m *Mailbox) publish(kind event.Kind, mailbox string) {
+	m.user.publish(event.Event{Kind: kind, Mailbox: mailbox})
+}
 
 // ListMessages forwards to the inner mailbox.
 func (m *Mailbox) ListMessages(uid bool, seqset *imap.SeqSet, items []imap.FetchItem, ch chan<- *imap.Message) error {
@@ -216,29 +384,58 @@ func (m *Mailbox) SearchMessages(uid bool, criteria *imap.SearchCriteria) ([]uin
 
 // UpdateMessagesFlags forwards to the inner mailbox.
 func (m *Mailbox) UpdateMessagesFlags(uid bool, seqset *imap.SeqSet, operation imap.FlagsOp, silent bool, flags []string) error {
-	return m.inner.UpdateMessagesFlags(uid, seqset, operation, silent, flags)
+	if err := m.inner.UpdateMessagesFlags(uid, seqset, operation, silent, flags); err != nil {
+		return err
+	}
+	m.publish(event.FlagChange, m.inner.Name())
+	return nil
 }
 
 // CopyMessages forwards to the inner mailbox.
 func (m *Mailbox) CopyMessages(uid bool, seqset *imap.SeqSet, dest string) error {
-	return m.inner.CopyMessages(uid, seqset, dest)
+	if err := m.inner.CopyMessages(uid, seqset, dest); err != nil {
+		return err
+	}
+	m.publish(event.MessageAppend, dest)
+	return nil
 }
 
 // MoveMessages forwards to the inner mailbox; without MOVE support there it
 // fails as go-imap's server fails for such a mailbox.
 func (m *Mailbox) MoveMessages(uid bool, seqset *imap.SeqSet, dest string) error {
-	if mv, ok := m.inner.(backend.MoveMailbox); ok {
-		return mv.MoveMessages(uid, seqset, dest)
+	mv, ok := m.inner.(backend.MoveMailbox)
+	if !ok {
+		return errMoveUnsupported
 	}
-	return errMoveUnsupported
+	if err := mv.MoveMessages(uid, seqset, dest); err != nil {
+		return err
+	}
+	m.publish(event.MessageAppend, dest)
+	m.publish(event.MessageExpunge, m.inner.Name())
+	return nil
 }
 
-// Expunge forwards to the inner mailbox.
-func (m *Mailbox) Expunge() error { return m.inner.Expunge() }
+// Expunge forwards to the inner mailbox (EXPUNGE, CLOSE).
+func (m *Mailbox) Expunge() error {
+	if err := m.inner.Expunge(); err != nil {
+		return err
+	}
+	m.publish(event.MessageExpunge, m.inner.Name())
+	return nil
+}
 
-// Idle forwards to the inner mailbox. done receives one value when the
-// client ends IDLE; it is the inner mailbox's to take.
-func (m *Mailbox) Idle(done <-chan struct{}) { m.inner.Idle(done) }
+// Idle forwards to the inner mailbox and marks the session idling for as
+// long as the inner Idle runs. done receives one value when the client ends
+// IDLE; it is the inner mailbox's to take.
+func (m *Mailbox) Idle(done <-chan struct{}) {
+	if m.session == nil {
+		m.inner.Idle(done)
+		return
+	}
+	m.session.SetIdle(true)
+	defer m.session.SetIdle(false)
+	m.inner.Idle(done)
+}
 
 // Sort forwards to the inner mailbox; without SORT support there it fails as
 // go-imap-sortthread fails for such a mailbox.

@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package notify
+
+import (
+	"context"
+
+	"github.com/emersion/go-message/textproto"
+	"github.com/emersion/go-smtp"
+	"github.com/foxcpp/maddy/framework/address"
+	"github.com/foxcpp/maddy/framework/buffer"
+	"github.com/foxcpp/maddy/framework/log"
+	"github.com/foxcpp/maddy/framework/module"
+
+	"github.com/maddy-notify/maddy-notify/registry"
+)
+
+// delivery wraps a delivery into the inner store. Once it commits, the
+// accounts of its recipients reconcile their STATUS: the inner store (its
+// delivery_map, imap_filter, quarantine) decides which mailbox the message
+// lands in, and only a fresh STATUS tells.
+type delivery struct {
+	module.Delivery
+	reg   *registry.Registry
+	log   log.Logger
+	rcpts []string
+}
+
+// partialDelivery is delivery for inner deliveries that report a status per
+// recipient (module.PartialDelivery).
+type partialDelivery struct {
+	*delivery
+	partial module.PartialDelivery
+}
+
+var (
+	_ module.Delivery        = (*delivery)(nil)
+	_ module.PartialDelivery = (*partialDelivery)(nil)
+)
+
+func wrapDelivery(d module.Delivery, reg *registry.Registry, logger log.Logger) module.Delivery {
+	w := &delivery{Delivery: d, reg: reg, log: logger}
+	if p, ok := d.(module.PartialDelivery); ok {
+		return &partialDelivery{delivery: w, partial: p}
+	}
+	return w
+}
+
+func (d *delivery) AddRcpt(ctx context.Context, rcptTo string, opts smtp.RcptOptions) error {
+	if err := d.Delivery.AddRcpt(ctx, rcptTo, opts); err != nil {
+		return err
+	}
+	d.rcpts = append(d.rcpts, rcptTo)
+	return nil
+}
+
+func (d *delivery) Commit(ctx context.Context) error {
+	if err := d.Delivery.Commit(ctx); err != nil {
+		return err
+	}
+	for _, rcpt := range d.rcpts {
+		d.reg.Reconcile(accountFor(rcpt))
+	}
+	return nil
+}
+
+func (p *partialDelivery) BodyNonAtomic(ctx context.Context, c module.StatusCollector, header textproto.Header, body buffer.Buffer) {
+	p.partial.BodyNonAtomic(ctx, c, header, body)
+}
+
+// accountFor maps a recipient address to the storage account name the way
+// storage.imapsql does by default (delivery_normalize
+// precis_casefold_email). With a delivery_map in the inner store the
+// account can differ; then only the selected mailbox of its sessions (the
+// store's own EXISTS) shows the delivery.
+func accountFor(rcpt string) string {
+	if acct, err := address.PRECISFold(rcpt); err == nil {
+		return acct
+	}
+	return rcpt
+}

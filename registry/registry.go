@@ -1,0 +1,538 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+// Package registry owns the IMAP sessions that receive notifications and
+// the per-account work that feeds them.
+//
+// Events come in through Publish (from the storage decorators in hooks, the
+// delivery wrapper and, later, a broker); the registry hands them to the
+// sessions of the event's account only. Message events in a mailbox become
+// one STATUS query per account and burst (an account's sessions share it);
+// mailbox events (LIST) go to each session's queue as they are. Every
+// session has a bounded queue and one goroutine that writes to its
+// connection while the client IDLEs; the session's own command goroutine
+// writes at NOOP/CHECK (Session.Flush). mapping decides what each session is
+// told.
+//
+// registry imports event and mapping; it must not import hooks or the
+// module root. Everything it starts belongs to the Registry and ends in
+// Close.
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+	"sync"
+
+	"github.com/emersion/go-imap"
+	"github.com/emersion/go-imap/backend"
+	"github.com/foxcpp/maddy/framework/log"
+
+	"github.com/maddy-notify/maddy-notify/event"
+	"github.com/maddy-notify/maddy-notify/mapping"
+)
+
+// QueueLimit is the number of items a session queues before it is
+// resynchronised by state instead (Session docs).
+const QueueLimit = 512
+
+// ErrClosed is returned by Out implementations when the connection or the
+// registry is gone.
+var ErrClosed = errors.New("registry: session closed")
+
+// Out writes complete untagged responses to one client connection. Write
+// must return ErrClosed (or another error) instead of blocking forever once
+// the client has logged out or the registry is closing.
+type Out interface {
+	Write(lines [][]byte) error
+	// LoggedOut is closed when the client's connection is gone.
+	LoggedOut() <-chan struct{}
+}
+
+// Fetcher reads the new messages of the session's selected mailbox: the
+// ones announced (EXISTS) since the last call, as FETCH lines with the
+// given items. It is called from the session's goroutine or from its
+// command goroutine, never from inside the store's update callback.
+type Fetcher interface {
+	FetchNew(items mapping.FetchItems) ([][]byte, error)
+}
+
+// Opener gives the registry its own handle on an account of the inner
+// store, for STATUS and LIST queries.
+type Opener func(account string) (backend.User, error)
+
+// Registry is the set of sessions of one storage.notify block.
+// Its methods may be called from any goroutine.
+type Registry struct {
+	policy mapping.Policy
+	open   Opener
+	log    log.Logger
+
+	mu       sync.Mutex
+	accounts map[string]*account
+	closed   bool
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// New returns an empty registry that applies policy and queries the inner
+// store through open.
+func New(policy mapping.Policy, open Opener, logger log.Logger) *Registry {
+	return &Registry{
+		policy:   policy,
+		open:     open,
+		log:      logger,
+		accounts: map[string]*account{},
+		stop:     make(chan struct{}),
+	}
+}
+
+// Policy returns the policy the registry applies.
+func (r *Registry) Policy() mapping.Policy { return r.policy }
+
+// go runs f in a goroutine owned by the registry: it recovers panics (logged
+// with their stack) and is waited for by Close.
+func (r *Registry) goSafe(what string, f func()) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer func() {
+			if p := recover(); p != nil {
+				r.log.Printf("panic in %s: %v\n%s", what, p, debug.Stack())
+			}
+		}()
+		f()
+	}()
+}
+
+// Close stops every goroutine of the registry and waits for them. Sessions
+// get nothing more; Register and Publish become no-ops.
+func (r *Registry) Close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	close(r.stop)
+	accts := r.accounts
+	r.accounts = map[string]*account{}
+	r.mu.Unlock()
+	r.wg.Wait()
+	for _, a := range accts {
+		a.logout(r)
+	}
+}
+
+// Sessions returns the number of registered sessions (for metrics/tests).
+func (r *Registry) Sessions() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, a := range r.accounts {
+		n += len(a.sessions)
+	}
+	return n
+}
+
+// Register adds the session id of account, writing to out. The caller then
+// keeps the session's view current (Select, SetIdle) and calls Unregister
+// when it logs out; a session whose Out reports LoggedOut is removed too.
+// Register on a closed registry returns a session that is never told
+// anything.
+func (r *Registry) Register(acct string, id uint64, out Out) *Session {
+	s := &Session{
+		reg:     r,
+		id:      id,
+		account: acct,
+		out:     out,
+		view:    mapping.NewStatusView(r.policy.StatusItems),
+		wake:    make(chan struct{}, 1),
+		gone:    make(chan struct{}),
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		close(s.gone)
+		return s
+	}
+	a := r.accounts[acct]
+	if a == nil {
+		a = &account{name: acct, sessions: map[uint64]*Session{}, cache: map[string]mapping.Status{}, pending: map[string]uint64{}}
+		r.accounts[acct] = a
+		// Learn the current state of the account's mailboxes, so that a
+		// later reconciliation (SMTP delivery) can tell what changed.
+		a.baseline = true
+		a.scheduleLocked(r)
+	}
+	a.sessions[id] = s
+	r.mu.Unlock()
+
+	r.goSafe("session "+acct, s.run)
+	return s
+}
+
+// Unregister removes s; it is idempotent.
+func (r *Registry) Unregister(s *Session) {
+	r.mu.Lock()
+	a := r.accounts[s.account]
+	var last *account
+	if a != nil && a.sessions[s.id] == s {
+		delete(a.sessions, s.id)
+		if len(a.sessions) == 0 && !a.running {
+			delete(r.accounts, s.account)
+			last = a
+		}
+	}
+	r.mu.Unlock()
+	s.closeOnce.Do(func() { close(s.gone) })
+	if last != nil {
+		last.logout(r)
+	}
+}
+
+// Publish hands ev to the sessions of its account. It never blocks on a
+// client or on the store: message events are queued for the account's
+// STATUS work, mailbox events for each session.
+func (r *Registry) Publish(ev event.Event) {
+	if err := ev.Validate(); err != nil {
+		r.log.Error("dropping invalid event", err, "event", ev.String())
+		return
+	}
+	if !r.policy.Events.Has(ev.Kind) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.accounts[ev.Account]
+	if a == nil || r.closed {
+		return
+	}
+	if r.log.Debug {
+		r.log.DebugMsg("event", "event", ev.String(), "sessions", len(a.sessions))
+	}
+	if ev.Kind.IsMessage() {
+		a.addPendingLocked(ev.Mailbox, ev.Origin)
+		a.scheduleLocked(r)
+		return
+	}
+	a.applyMailboxEventLocked(ev)
+	for _, s := range a.sessions {
+		s.enqueue(item{ev: ev, kind: itemEvent})
+	}
+}
+
+// Reconcile asks for a fresh STATUS of every mailbox in scope of account's
+// sessions; sessions are told what changed since they were last told. It is
+// how changes whose mailbox the module cannot see (SMTP delivery through
+// imap_filter) reach the clients.
+func (r *Registry) Reconcile(acct string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.accounts[acct]
+	if a == nil || r.closed {
+		return
+	}
+	a.reconcile = true
+	a.scheduleLocked(r)
+}
+
+// HasAccount reports whether any session of acct is registered.
+func (r *Registry) HasAccount(acct string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.accounts[acct] != nil
+}
+
+// account is the shared state of one storage account's sessions. All fields
+// are guarded by Registry.mu, except user, which only the running worker
+// touches.
+type account struct {
+	name     string
+	sessions map[uint64]*Session
+
+	// cache is the last STATUS known per mailbox key (mapping's
+	// case-insensitive INBOX), shared by the sessions.
+	cache map[string]mapping.Status
+	// pending maps mailboxes with changes to the origin of the changes (0
+	// when several sessions or an outside source made them).
+	pending   map[string]uint64
+	reconcile bool
+	baseline  bool
+	// resync lists sessions that lost queued items and need every STATUS.
+	resync  []*Session
+	running bool
+
+	user backend.User
+}
+
+func mailboxKey(name string) string {
+	if mapping.IsInbox(name) {
+		return "INBOX"
+	}
+	return name
+}
+
+func (a *account) addPendingLocked(mbox string, origin uint64) {
+	key := mailboxKey(mbox)
+	if prev, ok := a.pending[key]; ok && prev != origin {
+		origin = 0
+	}
+	a.pending[key] = origin
+}
+
+// applyMailboxEventLocked keeps the STATUS cache in step with the mailbox
+// hierarchy.
+func (a *account) applyMailboxEventLocked(ev event.Event) {
+	switch ev.Kind {
+	case event.MailboxDelete:
+		delete(a.cache, mailboxKey(ev.Mailbox))
+	case event.MailboxRename:
+		old, nw := mailboxKey(ev.OldMailbox), mailboxKey(ev.Mailbox)
+		if old == "INBOX" {
+			// RENAME INBOX moves the messages and leaves INBOX empty.
+			a.cache[nw] = a.cache[old]
+			a.addPendingLocked(old, 0)
+			return
+		}
+		for key, st := range a.cache {
+			if key == old || (ev.Delimiter != "" && strings.HasPrefix(key, old+ev.Delimiter)) {
+				delete(a.cache, key)
+				a.cache[nw+key[len(old):]] = st
+			}
+		}
+	}
+}
+
+// scheduleLocked starts the account's worker unless it runs already.
+func (a *account) scheduleLocked(r *Registry) {
+	if a.running {
+		return
+	}
+	a.running = true
+	r.goSafe("account "+a.name, func() { a.work(r) })
+}
+
+// statusJob is one STATUS query the worker owes and to whom.
+type statusJob struct {
+	mailbox string
+	origin  uint64
+}
+
+// work runs the account's STATUS queries until nothing is pending. One
+// query per mailbox and pass: changes that arrive while it queries are
+// picked up by the next pass, so the last STATUS a session gets is the
+// state after the burst.
+func (a *account) work(r *Registry) {
+	defer func() {
+		r.mu.Lock()
+		a.running = false
+		drop := len(a.sessions) == 0 && r.accounts[a.name] == a
+		if drop {
+			delete(r.accounts, a.name)
+		}
+		r.mu.Unlock()
+		if drop {
+			a.logout(r)
+		}
+	}()
+	for {
+		select {
+		case <-r.stop:
+			return
+		default:
+		}
+		r.mu.Lock()
+		jobs, baseline, reconcile, resync := a.takeLocked()
+		if jobs == nil && !baseline && !reconcile && resync == nil {
+			a.running = false
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
+
+		if err := a.ensureUser(r); err != nil {
+			r.log.Error("cannot open account for STATUS", err, "account", a.name)
+			return
+		}
+		var scope []string
+		if baseline || reconcile || resync != nil {
+			var err error
+			if scope, err = a.scopeMailboxes(r); err != nil {
+				r.log.Error("cannot list mailboxes", err, "account", a.name)
+			}
+		}
+		if baseline && !reconcile && resync == nil {
+			// The baseline only learns; a reconciliation tells.
+			a.learn(r, scope)
+		} else {
+			for _, mbox := range scope {
+				jobs = append(jobs, statusJob{mailbox: mbox})
+			}
+		}
+		a.query(r, a.inScope(r, jobs), resync)
+	}
+}
+
+func (a *account) takeLocked() (jobs []statusJob, baseline, reconcile bool, resync []*Session) {
+	for mbox, origin := range a.pending {
+		jobs = append(jobs, statusJob{mailbox: mbox, origin: origin})
+	}
+	if len(a.pending) > 0 {
+		a.pending = map[string]uint64{}
+	}
+	baseline, reconcile, resync = a.baseline, a.reconcile, a.resync
+	a.baseline, a.reconcile, a.resync = false, false, nil
+	return jobs, baseline, reconcile, resync
+}
+
+func (a *account) ensureUser(r *Registry) error {
+	if a.user != nil {
+		return nil
+	}
+	u, err := r.open(a.name)
+	if err != nil {
+		return err
+	}
+	a.user = u
+	return nil
+}
+
+func (a *account) logout(r *Registry) {
+	if a.user == nil {
+		return
+	}
+	if err := a.user.Logout(); err != nil {
+		r.log.Error("logout failed", err, "account", a.name)
+	}
+	a.user = nil
+}
+
+// scopeMailboxes lists the mailboxes whose STATUS the policy sends.
+func (a *account) scopeMailboxes(r *Registry) ([]string, error) {
+	switch r.policy.StatusMailboxes {
+	case mapping.NoMailboxes:
+		return nil, nil
+	case mapping.Inboxes:
+		return []string{"INBOX"}, nil
+	}
+	infos, err := a.user.ListMailboxes(r.policy.StatusMailboxes == mapping.SubscribedMailboxes)
+	if err != nil {
+		return nil, fmt.Errorf("list mailboxes: %w", err)
+	}
+	names := make([]string, 0, len(infos))
+	for _, info := range infos {
+		if hasAttr(info.Attributes, imap.NoSelectAttr) {
+			continue
+		}
+		names = append(names, info.Name)
+	}
+	return names, nil
+}
+
+// inScope drops the jobs for mailboxes whose STATUS the policy does not
+// send (message events name any mailbox).
+func (a *account) inScope(r *Registry, jobs []statusJob) []statusJob {
+	var keep func(string) bool
+	switch r.policy.StatusMailboxes {
+	case mapping.AllMailboxes:
+		return jobs
+	case mapping.NoMailboxes:
+		return nil
+	case mapping.Inboxes:
+		keep = mapping.IsInbox
+	case mapping.SubscribedMailboxes:
+		subs, err := a.user.ListMailboxes(true)
+		if err != nil {
+			r.log.Error("cannot list subscribed mailboxes", err, "account", a.name)
+			return nil
+		}
+		set := map[string]bool{}
+		for _, info := range subs {
+			set[mailboxKey(info.Name)] = true
+		}
+		keep = func(name string) bool { return set[mailboxKey(name)] }
+	}
+	out := jobs[:0]
+	for _, j := range jobs {
+		if keep(j.mailbox) {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+func hasAttr(attrs []string, want string) bool {
+	for _, a := range attrs {
+		if strings.EqualFold(a, want) {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *account) status(r *Registry, mbox string) (mapping.Status, error) {
+	st, err := a.user.Status(mbox, r.policy.StatusItems.Request())
+	if err != nil {
+		return mapping.Status{}, err
+	}
+	return mapping.StatusOf(st), nil
+}
+
+// learn records the current state without telling anyone.
+func (a *account) learn(r *Registry, mailboxes []string) {
+	for _, mbox := range mailboxes {
+		st, err := a.status(r, mbox)
+		if err != nil {
+			continue // the mailbox may be gone already; nothing to learn
+		}
+		r.mu.Lock()
+		if _, known := a.cache[mailboxKey(mbox)]; !known {
+			a.cache[mailboxKey(mbox)] = st
+		}
+		r.mu.Unlock()
+	}
+}
+
+// query runs the jobs (each mailbox once) and hands changed values to the
+// sessions; sessions in resync get every value.
+func (a *account) query(r *Registry, jobs []statusJob, resync []*Session) {
+	seen := map[string]bool{}
+	for _, j := range jobs {
+		key := mailboxKey(j.mailbox)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		st, err := a.status(r, j.mailbox)
+		if err != nil {
+			if !errors.Is(err, backend.ErrNoSuchMailbox) {
+				r.log.Error("STATUS query failed; sessions keep their last values", err,
+					"account", a.name, "mailbox", j.mailbox)
+			}
+			continue
+		}
+		r.mu.Lock()
+		old, known := a.cache[key]
+		a.cache[key] = st
+		changed := !known || old != st
+		var targets []*Session
+		if changed {
+			for _, s := range a.sessions {
+				targets = append(targets, s)
+			}
+		} else {
+			targets = append(targets, resync...)
+		}
+		r.mu.Unlock()
+		for _, s := range targets {
+			s.enqueue(item{kind: itemStatus, mailbox: j.mailbox, status: st, origin: j.origin})
+		}
+	}
+}
+
+// Done is closed when the registry is closing; writers select on it so that
+// nothing blocks shutdown.
+func (r *Registry) Done() <-chan struct{} { return r.stop }

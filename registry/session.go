@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package registry
+
+import (
+	"sync"
+
+	"github.com/maddy-notify/maddy-notify/event"
+	"github.com/maddy-notify/maddy-notify/mapping"
+)
+
+type itemKind uint8
+
+const (
+	itemEvent    itemKind = iota // a mailbox event: mapping decides
+	itemStatus                   // a fresh STATUS value of a mailbox
+	itemFetchNew                 // the store announced new messages in the selected mailbox
+)
+
+type item struct {
+	kind    itemKind
+	ev      event.Event
+	mailbox string
+	status  mapping.Status
+	origin  uint64
+}
+
+// Session is one IMAP connection of an account that has a mailbox selected.
+//
+// Its queue is bounded by QueueLimit: when a slow or stuck client lets it
+// overflow, the queue is dropped and the session is resynchronised by state
+// (a fresh STATUS of every mailbox in scope; what it was already told is not
+// repeated). Its goroutine writes while the client IDLEs; Flush writes from
+// the caller's goroutine (NOOP/CHECK).
+type Session struct {
+	reg     *Registry
+	id      uint64
+	account string
+	out     Out
+
+	mu       sync.Mutex
+	selected string
+	fetcher  Fetcher
+	idling   bool
+	queue    []item
+	overflow bool
+
+	// flushMu serialises Flush between the session goroutine and the
+	// command goroutine; view is only touched under it.
+	flushMu sync.Mutex
+	view    *mapping.StatusView
+
+	wake      chan struct{}
+	gone      chan struct{}
+	closeOnce sync.Once
+}
+
+// ID returns the session's opaque id (the Origin of its own events).
+func (s *Session) ID() uint64 { return s.id }
+
+// Select records the selected mailbox and the reader of its new messages.
+// The view of the newly selected mailbox is dropped: SELECT told the client
+// its state.
+func (s *Session) Select(mailbox string, f Fetcher) {
+	s.mu.Lock()
+	s.selected, s.fetcher = mailbox, f
+	s.mu.Unlock()
+	s.flushMu.Lock()
+	s.view.Forget(mailbox)
+	s.flushMu.Unlock()
+}
+
+// Unselect records that no mailbox is selected (or that the one given is
+// closed).
+func (s *Session) Unselect(mailbox string) {
+	s.mu.Lock()
+	if mapping.SameMailbox(s.selected, mailbox) {
+		s.selected, s.fetcher = "", nil
+	}
+	s.mu.Unlock()
+}
+
+// SetIdle records whether the client is in IDLE; entering IDLE wakes the
+// session goroutine to write what is queued.
+func (s *Session) SetIdle(idling bool) {
+	s.mu.Lock()
+	s.idling = idling
+	s.mu.Unlock()
+	if idling {
+		s.wakeUp()
+	}
+}
+
+// NewMessages records that the store announced new messages (EXISTS) in the
+// selected mailbox. It only queues: it is called from inside the store's
+// update callback, where the mailbox must not be read.
+func (s *Session) NewMessages() {
+	s.enqueue(item{kind: itemFetchNew})
+}
+
+func (s *Session) wakeUp() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Session) enqueue(it item) {
+	s.mu.Lock()
+	if s.overflow {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.queue) >= QueueLimit {
+		s.queue = nil
+		s.overflow = true
+		s.mu.Unlock()
+		s.reg.log.Msg("session queue overflow, resynchronising by state", "account", s.account)
+		s.wakeUp()
+		return
+	}
+	s.queue = append(s.queue, it)
+	idling := s.idling
+	s.mu.Unlock()
+	if idling {
+		s.wakeUp()
+	}
+}
+
+func (s *Session) run() {
+	for {
+		select {
+		case <-s.wake:
+			s.mu.Lock()
+			idling := s.idling
+			s.mu.Unlock()
+			if idling {
+				s.Flush()
+			}
+		case <-s.out.LoggedOut():
+			s.reg.Unregister(s)
+			return
+		case <-s.gone:
+			return
+		case <-s.reg.stop:
+			return
+		}
+	}
+}
+
+// Flush writes what is queued for the session. It is called by the
+// session's goroutine while the client IDLEs, and by the decorators from the
+// session's command goroutine at NOOP/CHECK.
+func (s *Session) Flush() {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+
+	s.mu.Lock()
+	queue, overflow := s.queue, s.overflow
+	s.queue, s.overflow = nil, false
+	view := mapping.SessionView{ID: s.id, Account: s.account, Selected: s.selected}
+	fetcher := s.fetcher
+	s.mu.Unlock()
+
+	if overflow {
+		s.reg.requestResync(s)
+	}
+
+	p := s.reg.policy
+	var lines [][]byte
+	fetched := false
+	for _, it := range queue {
+		switch it.kind {
+		case itemEvent:
+			plan := mapping.Map(p, it.ev, view)
+			s.view.Apply(it.ev, s.id)
+			if plan.Action == mapping.WriteLines {
+				lines = append(lines, plan.Lines...)
+			}
+		case itemStatus:
+			line, changed := s.view.Update(it.mailbox, it.status)
+			own := it.origin != 0 && it.origin == s.id
+			if !changed || own || mapping.SameMailbox(it.mailbox, view.Selected) {
+				continue // recorded; the client knows (own change, or SELECTed state)
+			}
+			lines = append(lines, line)
+		case itemFetchNew:
+			if fetched || fetcher == nil || len(p.FetchItems) == 0 ||
+				!(p.Events.Has(event.MessageNew) || p.Events.Has(event.MessageAppend)) {
+				continue
+			}
+			fetched = true
+			fl, err := fetcher.FetchNew(p.FetchItems)
+			if err != nil {
+				s.reg.log.Error("cannot read new messages for FETCH", err, "account", s.account, "mailbox", view.Selected)
+				continue
+			}
+			lines = append(lines, fl...)
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	if err := s.out.Write(lines); err != nil {
+		s.reg.Unregister(s)
+	}
+}
+
+// requestResync asks the account worker for every STATUS in scope for s.
+func (r *Registry) requestResync(s *Session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.accounts[s.account]
+	if a == nil || r.closed {
+		return
+	}
+	a.resync = append(a.resync, s)
+	a.scheduleLocked(r)
+}
