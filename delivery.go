@@ -9,10 +9,9 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/foxcpp/maddy/framework/address"
 	"github.com/foxcpp/maddy/framework/buffer"
-	"github.com/foxcpp/maddy/framework/log"
 	"github.com/foxcpp/maddy/framework/module"
 
-	"github.com/maddy-notify/maddy-notify/registry"
+	"github.com/maddy-notify/maddy-notify/bus"
 )
 
 // delivery wraps a delivery into the inner store. Once it commits, the
@@ -21,8 +20,7 @@ import (
 // lands in, and only a fresh STATUS tells.
 type delivery struct {
 	module.Delivery
-	reg   *registry.Registry
-	log   log.Logger
+	bus   bus.Bus
 	rcpts []string
 }
 
@@ -38,8 +36,8 @@ var (
 	_ module.PartialDelivery = (*partialDelivery)(nil)
 )
 
-func wrapDelivery(d module.Delivery, reg *registry.Registry, logger log.Logger) module.Delivery {
-	w := &delivery{Delivery: d, reg: reg, log: logger}
+func wrapDelivery(d module.Delivery, b bus.Bus) module.Delivery {
+	w := &delivery{Delivery: d, bus: b}
 	if p, ok := d.(module.PartialDelivery); ok {
 		return &partialDelivery{delivery: w, partial: p}
 	}
@@ -59,7 +57,7 @@ func (d *delivery) Commit(ctx context.Context) error {
 		return err
 	}
 	for _, rcpt := range d.rcpts {
-		d.reg.Reconcile(accountFor(rcpt))
+		d.bus.Reconcile(accountFor(rcpt))
 	}
 	return nil
 }

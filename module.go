@@ -36,6 +36,7 @@ import (
 	"github.com/foxcpp/maddy/framework/log"
 	"github.com/foxcpp/maddy/framework/module"
 
+	"github.com/maddy-notify/maddy-notify/bus"
 	"github.com/maddy-notify/maddy-notify/hooks"
 	"github.com/maddy-notify/maddy-notify/mapping"
 	"github.com/maddy-notify/maddy-notify/registry"
@@ -57,8 +58,11 @@ type Store struct {
 	closeInner sync.Once
 
 	policy mapping.Policy
-	// reg is nil in maddy's CLI (module.NoRun): there is nobody to notify.
+	// reg and bus are nil in maddy's CLI (module.NoRun): there is nobody
+	// to notify.
 	reg    *registry.Registry
+	bus    bus.Bus
+	broker []string
 	lastID atomic.Uint64
 }
 
@@ -107,8 +111,13 @@ func (s *Store) Init(cfg *config.Map) error {
 	}, func(_ *config.Map, node config.Node) (interface{}, error) {
 		return node.Args, nil // no arguments: no FETCH
 	}, &fetchItems)
+	cfg.StringList("broker", false, false, []string{"none"}, &s.broker)
 	cfg.Bool("debug", true, false, &s.log.Debug)
 	if _, err := cfg.Process(); err != nil {
+		return s.configErr(err)
+	}
+	brokerDSN, err := s.brokerDSN()
+	if err != nil {
 		return s.configErr(err)
 	}
 	policy, err := parsePolicy(events, statusMailboxes, statusItems, fetchItems)
@@ -123,11 +132,40 @@ func (s *Store) Init(cfg *config.Map) error {
 	}
 	if !module.NoRun {
 		s.reg = registry.New(s.policy, s.inner.GetIMAPAcct, s.log)
+		s.bus = bus.Local{Sink: s.reg}
+		if brokerDSN != "" {
+			pg, err := bus.NewPostgres(bus.Options{DSN: brokerDSN}, s.reg, log.Logger{Name: ModName + "/broker", Debug: s.log.Debug})
+			if err != nil {
+				s.reg.Close()
+				return s.configErr(fmt.Errorf("broker: %w", err))
+			}
+			s.bus = pg
+		}
 	}
 	s.log.Msg("notifications configured", "storage", instanceName(s.inner),
 		"events", s.policy.Events.String(), "status_mailboxes", s.policy.StatusMailboxes.String(),
 		"status_items", strings.Join(s.policy.StatusItems, " "), "new_message_fetch", strings.Join(s.policy.FetchItems, " "))
 	return nil
+}
+
+// brokerDSN checks the broker directive and returns the PostgreSQL DSN of
+// the broker, "" for none. `broker postgres` without a DSN uses the inner
+// storage.imapsql's DSN when its driver is postgres.
+func (s *Store) brokerDSN() (string, error) {
+	switch {
+	case len(s.broker) == 1 && s.broker[0] == "none":
+		return "", nil
+	case len(s.broker) >= 1 && s.broker[0] == "postgres":
+		if len(s.broker) > 1 {
+			return strings.Join(s.broker[1:], " "), nil
+		}
+		driver, dsn, ok := innerSQL(s.inner)
+		if !ok || driver != "postgres" {
+			return "", fmt.Errorf("broker: postgres needs a DSN (the wrapped storage %s is not storage.imapsql with driver postgres)", instanceName(s.inner))
+		}
+		return dsn, nil
+	}
+	return "", fmt.Errorf("broker: expected none or postgres [DSN], got %q", strings.Join(s.broker, " "))
 }
 
 func kindNames(set mapping.KindSet) []string {
@@ -231,6 +269,11 @@ func instanceName(m interface{}) string {
 // to the running server (or close its database). There the wrapper closes
 // it, once.
 func (s *Store) Close() error {
+	if s.bus != nil {
+		if err := s.bus.Close(); err != nil {
+			s.log.Error("broker close failed", err)
+		}
+	}
 	if s.reg != nil {
 		s.reg.Close()
 	}
@@ -267,7 +310,10 @@ func (s *Store) GetIMAPAcct(username string) (backend.User, error) {
 
 // wrapUser decorates u as one login with its own session id.
 func (s *Store) wrapUser(u backend.User) *hooks.User {
-	return hooks.WrapUser(u, s.reg, s.lastID.Add(1))
+	if s.reg == nil {
+		return hooks.WrapUser(u, nil, nil, s.lastID.Add(1))
+	}
+	return hooks.WrapUser(u, s.reg, s.bus, s.lastID.Add(1))
 }
 
 // IMAPExtensions returns the inner storage's extensions unchanged.
@@ -318,7 +364,7 @@ func (s *Store) Start(ctx context.Context, msgMeta *module.MsgMetadata, mailFrom
 	if err != nil || s.reg == nil {
 		return d, err
 	}
-	return wrapDelivery(d, s.reg, s.log), nil
+	return wrapDelivery(d, s.bus), nil
 }
 
 // Lookup forwards a table lookup (does the account exist) to the inner

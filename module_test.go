@@ -294,3 +294,48 @@ func TestDocumentedDirectives(t *testing.T) {
 		t.Fatalf("documented directives %v, declared %v", documented, declared)
 	}
 }
+
+// TestInnerSQLShape fails loudly if storage.imapsql stops keeping its
+// driver and DSN where innerSQL reads them (the broker's default DSN).
+func TestInnerSQLShape(t *testing.T) {
+	dir := t.TempDir()
+	innerMod, err := module.GetInstance(newInner(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer innerMod.(io.Closer).Close()
+	driver, dsn, ok := innerSQL(innerMod)
+	if !ok || driver != "sqlite3" || dsn != filepath.Join(dir, "imapsql.db") {
+		t.Fatalf("innerSQL = %q, %q, %v", driver, dsn, ok)
+	}
+	if _, _, ok := innerSQL(&notAStorage{}); ok {
+		t.Fatal("innerSQL accepted a module that is not storage.imapsql")
+	}
+}
+
+// TestBrokerDirective: broker values and their errors.
+func TestBrokerDirective(t *testing.T) {
+	innerName := newInner(t, t.TempDir())
+	innerMod, err := module.GetInstance(innerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer innerMod.(io.Closer).Close()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"sometimes"}, `broker: expected none or postgres [DSN], got "sometimes"`},
+		{[]string{"postgres"}, "broker: postgres needs a DSN (the wrapped storage " + innerName + " is not storage.imapsql with driver postgres)"},
+	} {
+		_, err := newStore(storageNode("&"+innerName), config.Node{Name: "broker", Args: c.args})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("broker %v: err = %v, want %q", c.args, err, c.want)
+		}
+	}
+	s, err := newStore(storageNode("&"+innerName), config.Node{Name: "broker", Args: []string{"none"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}

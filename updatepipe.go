@@ -5,6 +5,7 @@ package notify
 import (
 	"fmt"
 	"reflect"
+	"strings"
 )
 
 // pipeMode mirrors maddy's internal updatepipe.BackendMode values.
@@ -53,4 +54,29 @@ func enableUpdatePipe(inner interface{}, mode pipeMode) (found bool, err error) 
 		return true, fmt.Errorf("notify: enable update pipe of %T: %w", inner, e)
 	}
 	return true, nil
+}
+
+// innerSQL reads the driver and DSN of a storage.imapsql block, for the
+// broker's default DSN (`broker postgres` without one). maddy keeps them in
+// unexported fields of its internal type; reflection may read them. If
+// maddy renames them, ok is false and `broker postgres` asks for a DSN;
+// TestInnerSQLShape fails loudly in that case.
+func innerSQL(inner interface{}) (driver, dsn string, ok bool) {
+	v := reflect.ValueOf(inner)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return "", "", false
+	}
+	v = v.Elem()
+	if v.Type().PkgPath() != "github.com/foxcpp/maddy/internal/storage/imapsql" {
+		return "", "", false
+	}
+	d, ds := v.FieldByName("driver"), v.FieldByName("dsn")
+	if d.Kind() != reflect.String || ds.Kind() != reflect.Slice || ds.Type().Elem().Kind() != reflect.String {
+		return "", "", false
+	}
+	parts := make([]string, ds.Len())
+	for i := range parts {
+		parts[i] = ds.Index(i).String()
+	}
+	return d.String(), strings.Join(parts, " "), true
 }

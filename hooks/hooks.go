@@ -64,6 +64,7 @@ var errMoveUnsupported = errors.New("MOVE extension not supported")
 type User struct {
 	inner backend.User
 	reg   *registry.Registry
+	pub   Publisher
 	id    uint64
 
 	mu      sync.Mutex
@@ -78,14 +79,22 @@ var (
 	_ namespace.User          = (*User)(nil)
 )
 
+// Publisher takes the events the decorators report (the module's bus).
+type Publisher interface {
+	Publish(ev event.Event)
+}
+
 // WrapUser returns the decorator of u. u must not be nil. reg receives the
-// user's events and sessions (nil: forward only); id is the opaque,
-// process-unique id of this login, the Origin of its events.
-func WrapUser(u backend.User, reg *registry.Registry, id uint64) *User {
+// user's sessions and pub its events (both nil: forward only); id is the
+// opaque, process-unique id of this login, the Origin of its events.
+func WrapUser(u backend.User, reg *registry.Registry, pub Publisher, id uint64) *User {
 	if u == nil {
 		panic("hooks: WrapUser(nil)")
 	}
-	return &User{inner: u, reg: reg, id: id}
+	if (reg == nil) != (pub == nil) {
+		panic("hooks: WrapUser needs both a registry and a publisher, or neither")
+	}
+	return &User{inner: u, reg: reg, pub: pub, id: id}
 }
 
 // Inner returns the wrapped user.
@@ -155,7 +164,7 @@ func (u *User) publish(ev event.Event) {
 	ev.Account = u.inner.Username()
 	ev.Origin = u.id
 	ev.Time = time.Now()
-	u.reg.Publish(ev)
+	u.pub.Publish(ev)
 }
 
 // Status forwards to the inner user.

@@ -160,7 +160,8 @@ func (r *Registry) Register(acct string, id uint64, out Out) *Session {
 	}
 	a := r.accounts[acct]
 	if a == nil {
-		a = &account{name: acct, sessions: map[uint64]*Session{}, cache: map[string]mapping.Status{}, pending: map[string]uint64{}}
+		a = &account{name: acct, sessions: map[uint64]*Session{}, cache: map[string]mapping.Status{},
+			pending: map[string]uint64{}}
 		r.accounts[acct] = a
 		// Learn the current state of the account's mailboxes, so that a
 		// later reconciliation (SMTP delivery) can tell what changed.
@@ -239,6 +240,21 @@ func (r *Registry) Reconcile(acct string) {
 	a.scheduleLocked(r)
 }
 
+// ResyncAll reconciles every account after notifications may have been
+// lost (a broker reconnect): sessions get a fresh STATUS where values
+// changed and LIST lines for mailboxes created or deleted meanwhile.
+func (r *Registry) ResyncAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	for _, a := range r.accounts {
+		a.reconcile, a.relist = true, true
+		a.scheduleLocked(r)
+	}
+}
+
 // HasAccount reports whether any session of acct is registered.
 func (r *Registry) HasAccount(acct string) bool {
 	r.mu.Lock()
@@ -261,6 +277,12 @@ type account struct {
 	pending   map[string]uint64
 	reconcile bool
 	baseline  bool
+	// relist asks the worker to compare the mailbox list with names and
+	// tell the sessions what was created or deleted meanwhile.
+	relist bool
+	// names is the account's mailbox list as last known (by key), from the
+	// baseline and the mailbox events since.
+	names map[string]imap.MailboxInfo
 	// resync lists sessions that lost queued items and need every STATUS.
 	resync  []*Session
 	running bool
@@ -286,6 +308,19 @@ func (a *account) addPendingLocked(mbox string, origin uint64) {
 // applyMailboxEventLocked keeps the STATUS cache in step with the mailbox
 // hierarchy.
 func (a *account) applyMailboxEventLocked(ev event.Event) {
+	if a.names != nil {
+		switch ev.Kind {
+		case event.MailboxCreate, event.SubscriptionChange:
+			a.names[mailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
+		case event.MailboxDelete:
+			delete(a.names, mailboxKey(ev.Mailbox))
+		case event.MailboxRename:
+			if !mapping.IsInbox(ev.OldMailbox) {
+				delete(a.names, mailboxKey(ev.OldMailbox))
+			}
+			a.names[mailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
+		}
+	}
 	switch ev.Kind {
 	case event.MailboxDelete:
 		delete(a.cache, mailboxKey(ev.Mailbox))
@@ -345,8 +380,8 @@ func (a *account) work(r *Registry) {
 		default:
 		}
 		r.mu.Lock()
-		jobs, baseline, reconcile, resync := a.takeLocked()
-		if jobs == nil && !baseline && !reconcile && resync == nil {
+		jobs, baseline, reconcile, relist, resync := a.takeLocked()
+		if jobs == nil && !baseline && !reconcile && !relist && resync == nil {
 			a.running = false
 			r.mu.Unlock()
 			return
@@ -356,6 +391,9 @@ func (a *account) work(r *Registry) {
 		if err := a.ensureUser(r); err != nil {
 			r.log.Error("cannot open account for STATUS", err, "account", a.name)
 			return
+		}
+		if baseline || relist {
+			a.syncNames(r, relist)
 		}
 		var scope []string
 		if baseline || reconcile || resync != nil {
@@ -376,16 +414,16 @@ func (a *account) work(r *Registry) {
 	}
 }
 
-func (a *account) takeLocked() (jobs []statusJob, baseline, reconcile bool, resync []*Session) {
+func (a *account) takeLocked() (jobs []statusJob, baseline, reconcile, relist bool, resync []*Session) {
 	for mbox, origin := range a.pending {
 		jobs = append(jobs, statusJob{mailbox: mbox, origin: origin})
 	}
 	if len(a.pending) > 0 {
 		a.pending = map[string]uint64{}
 	}
-	baseline, reconcile, resync = a.baseline, a.reconcile, a.resync
-	a.baseline, a.reconcile, a.resync = false, false, nil
-	return jobs, baseline, reconcile, resync
+	baseline, reconcile, relist, resync = a.baseline, a.reconcile, a.relist, a.resync
+	a.baseline, a.reconcile, a.relist, a.resync = false, false, false, nil
+	return jobs, baseline, reconcile, relist, resync
 }
 
 func (a *account) ensureUser(r *Registry) error {
@@ -408,6 +446,60 @@ func (a *account) logout(r *Registry) {
 		r.log.Error("logout failed", err, "account", a.name)
 	}
 	a.user = nil
+}
+
+// syncNames reads the account's mailbox list. With tell set it tells the
+// sessions what was created or deleted since the list was last known, as
+// LIST lines from no session (origin 0).
+func (a *account) syncNames(r *Registry, tell bool) {
+	infos, err := a.user.ListMailboxes(false)
+	if err != nil {
+		r.log.Error("cannot list mailboxes", err, "account", a.name)
+		return
+	}
+	now := make(map[string]imap.MailboxInfo, len(infos))
+	for _, info := range infos {
+		now[mailboxKey(info.Name)] = info
+	}
+	r.mu.Lock()
+	before := a.names
+	a.names = now
+	var evs []event.Event
+	if tell && before != nil {
+		for key, info := range now {
+			if _, ok := before[key]; !ok {
+				evs = append(evs, event.Event{Kind: event.MailboxCreate, Account: a.name, Mailbox: info.Name,
+					Delimiter: info.Delimiter, Attrs: withoutSubscribed(info.Attributes)})
+			}
+		}
+		for key, info := range before {
+			if _, ok := now[key]; !ok {
+				evs = append(evs, event.Event{Kind: event.MailboxDelete, Account: a.name, Mailbox: info.Name, Delimiter: info.Delimiter})
+			}
+		}
+	}
+	for _, ev := range evs {
+		if !r.policy.Events.Has(ev.Kind) {
+			continue
+		}
+		if ev.Kind == event.MailboxDelete {
+			delete(a.cache, mailboxKey(ev.Mailbox))
+		}
+		for _, s := range a.sessions {
+			s.enqueue(item{ev: ev, kind: itemEvent})
+		}
+	}
+	r.mu.Unlock()
+}
+
+func withoutSubscribed(attrs []string) []string {
+	out := make([]string, 0, len(attrs))
+	for _, a := range attrs {
+		if !strings.EqualFold(a, mapping.AttrSubscribed) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // scopeMailboxes lists the mailboxes whose STATUS the policy sends.

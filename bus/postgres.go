@@ -1,0 +1,328 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package bus
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/foxcpp/maddy/framework/log"
+	"github.com/lib/pq"
+
+	"github.com/maddy-notify/maddy-notify/event"
+)
+
+// DefaultChannel is the PostgreSQL notification channel the instances
+// share.
+const DefaultChannel = "maddy_notify"
+
+// outboundLimit bounds the events waiting to be sent to other instances.
+const outboundLimit = 4096
+
+// message is what crosses instances: no message content, only what the
+// receiving side needs to find the sessions and query its own store.
+type message struct {
+	Instance  string       `json:"i"`
+	Event     *event.Event `json:"e,omitempty"`
+	Reconcile string       `json:"r,omitempty"`
+}
+
+// State is the broker connection state (for metrics and logs).
+type State int32
+
+const (
+	StateConnecting State = iota
+	StateConnected
+	StateDisconnected
+	StateClosed
+)
+
+func (s State) String() string {
+	switch s {
+	case StateConnecting:
+		return "connecting"
+	case StateConnected:
+		return "connected"
+	case StateDisconnected:
+		return "disconnected"
+	case StateClosed:
+		return "closed"
+	}
+	return fmt.Sprintf("State(%d)", int32(s))
+}
+
+// Postgres is a bus over PostgreSQL LISTEN/NOTIFY (lib/pq's Listener, which
+// reconnects with backoff). Every event is delivered locally at once and
+// sent to the other instances; after a reconnect the sink resynchronises by
+// state, since notifications sent while the connection was down are lost.
+// PostgreSQL being down never blocks IMAP or SMTP: events then stay local.
+type Postgres struct {
+	sink     Sink
+	log      log.Logger
+	channel  string
+	instance string
+
+	db       *sql.DB
+	listener *pq.Listener
+
+	outbound chan message
+	stop     chan struct{}
+	wg       sync.WaitGroup
+
+	state      atomic.Int32
+	reconnects atomic.Int64
+	dropped    atomic.Int64
+	closeOnce  sync.Once
+}
+
+// Options are the settings of NewPostgres.
+type Options struct {
+	DSN     string
+	Channel string // DefaultChannel when empty
+	// MinReconnect and MaxReconnect bound the listener's reconnect backoff
+	// (defaults 100ms and 10s).
+	MinReconnect, MaxReconnect time.Duration
+	// OnState is called (from the listener's goroutine) on every state
+	// change, with a reconnect count; nil is fine.
+	OnState func(State)
+}
+
+// NewPostgres starts a PostgreSQL bus delivering to sink. It does not wait
+// for the database: connecting happens in the background and is logged.
+func NewPostgres(o Options, sink Sink, logger log.Logger) (*Postgres, error) {
+	if o.DSN == "" {
+		return nil, errors.New("bus: postgres: empty DSN")
+	}
+	if o.Channel == "" {
+		o.Channel = DefaultChannel
+	}
+	if o.MinReconnect == 0 {
+		o.MinReconnect = 100 * time.Millisecond
+	}
+	if o.MaxReconnect == 0 {
+		o.MaxReconnect = 10 * time.Second
+	}
+	if _, err := pq.ParseURL(o.DSN); err != nil && looksLikeURL(o.DSN) {
+		return nil, fmt.Errorf("bus: postgres: invalid DSN: %w", err)
+	}
+	db, err := sql.Open("postgres", o.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("bus: postgres: %w", err)
+	}
+	db.SetMaxOpenConns(2)
+
+	id := make([]byte, 8)
+	if _, err := rand.Read(id); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("bus: instance id: %w", err)
+	}
+	p := &Postgres{
+		sink:     sink,
+		log:      logger,
+		channel:  o.Channel,
+		instance: hex.EncodeToString(id),
+		db:       db,
+		outbound: make(chan message, outboundLimit),
+		stop:     make(chan struct{}),
+	}
+	p.state.Store(int32(StateConnecting))
+	onState := o.OnState
+	p.listener = pq.NewListener(o.DSN, o.MinReconnect, o.MaxReconnect, func(ev pq.ListenerEventType, err error) {
+		p.listenerEvent(ev, err, onState)
+	})
+	p.goSafe("listen", p.listen)
+	p.goSafe("receive", p.receive)
+	p.goSafe("send", p.send)
+	return p, nil
+}
+
+func looksLikeURL(dsn string) bool {
+	return len(dsn) > 11 && (dsn[:11] == "postgres://" || (len(dsn) > 13 && dsn[:13] == "postgresql://"))
+}
+
+// Instance returns this instance's random id.
+func (p *Postgres) Instance() string { return p.instance }
+
+// State returns the connection state.
+func (p *Postgres) State() State { return State(p.state.Load()) }
+
+// Reconnects returns how often the connection was re-established.
+func (p *Postgres) Reconnects() int64 { return p.reconnects.Load() }
+
+// Dropped returns how many remote copies were dropped (queue full).
+func (p *Postgres) Dropped() int64 { return p.dropped.Load() }
+
+func (p *Postgres) goSafe(what string, f func()) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				p.log.Printf("panic in postgres bus %s: %v\n%s", what, r, debug.Stack())
+			}
+		}()
+		f()
+	}()
+}
+
+func (p *Postgres) listenerEvent(ev pq.ListenerEventType, err error, onState func(State)) {
+	var st State
+	switch ev {
+	case pq.ListenerEventConnected:
+		st = StateConnected
+		p.log.Msg("broker connected", "channel", p.channel)
+	case pq.ListenerEventReconnected:
+		st = StateConnected
+		p.reconnects.Add(1)
+		p.log.Msg("broker reconnected, resynchronising sessions by state", "channel", p.channel)
+	case pq.ListenerEventDisconnected:
+		st = StateDisconnected
+		p.log.Error("broker disconnected, notifications from other instances are paused", err, "channel", p.channel)
+	case pq.ListenerEventConnectionAttemptFailed:
+		if p.State() == StateConnecting {
+			st = StateConnecting
+		} else {
+			st = StateDisconnected
+		}
+		p.log.Error("broker connection attempt failed", err, "channel", p.channel)
+	default:
+		return
+	}
+	if p.State() == StateClosed {
+		return
+	}
+	p.state.Store(int32(st))
+	if onState != nil {
+		onState(st)
+	}
+}
+
+// listen subscribes to the channel; pq's Listen waits until the first
+// connection succeeds, which is why it runs on its own goroutine.
+func (p *Postgres) listen() {
+	if err := p.listener.Listen(p.channel); err != nil && !errors.Is(err, pq.ErrChannelAlreadyOpen) {
+		select {
+		case <-p.stop:
+		default:
+			p.log.Error("broker LISTEN failed", err, "channel", p.channel)
+		}
+	}
+}
+
+// receive delivers other instances' events to the sink. A nil notification
+// is lib/pq's sign that the connection was re-established and
+// notifications may have been lost: the sink resynchronises by state.
+func (p *Postgres) receive() {
+	ch := p.listener.NotificationChannel()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case n, ok := <-ch:
+			if !ok {
+				return
+			}
+			if n == nil {
+				p.sink.ResyncAll()
+				continue
+			}
+			p.deliver(n.Extra)
+		}
+	}
+}
+
+func (p *Postgres) deliver(payload string) {
+	var m message
+	if err := json.Unmarshal([]byte(payload), &m); err != nil {
+		p.log.Error("broker: malformed notification", err, "payload_len", len(payload))
+		return
+	}
+	if m.Instance == p.instance {
+		return // delivered locally already
+	}
+	switch {
+	case m.Event != nil:
+		ev := *m.Event
+		// Session ids are per process: another instance's origin means
+		// nothing here.
+		ev.Origin = 0
+		if err := ev.Validate(); err != nil {
+			p.log.Error("broker: invalid event from another instance", err)
+			return
+		}
+		p.sink.Publish(ev)
+	case m.Reconcile != "":
+		p.sink.Reconcile(m.Reconcile)
+	}
+}
+
+// send writes queued messages with pg_notify, one at a time, over a
+// database/sql pool that reconnects on its own.
+func (p *Postgres) send() {
+	for {
+		select {
+		case <-p.stop:
+			return
+		case m := <-p.outbound:
+			payload, err := json.Marshal(m)
+			if err != nil {
+				p.log.Error("broker: cannot encode", err)
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err = p.db.ExecContext(ctx, "SELECT pg_notify($1, $2)", p.channel, string(payload))
+			cancel()
+			if err != nil {
+				p.dropped.Add(1)
+				p.log.Error("broker: NOTIFY failed, other instances will resynchronise on reconnect", err)
+			}
+		}
+	}
+}
+
+func (p *Postgres) enqueue(m message) {
+	m.Instance = p.instance
+	select {
+	case p.outbound <- m:
+	default:
+		p.dropped.Add(1)
+		p.log.Msg("broker: outbound queue full, dropping a notification for other instances")
+	}
+}
+
+// Publish delivers ev locally and queues it for the other instances.
+func (p *Postgres) Publish(ev event.Event) {
+	p.sink.Publish(ev)
+	ev = ev.Clone()
+	p.enqueue(message{Event: &ev})
+}
+
+// Reconcile reconciles account locally and on the other instances.
+func (p *Postgres) Reconcile(account string) {
+	p.sink.Reconcile(account)
+	p.enqueue(message{Reconcile: account})
+}
+
+// Close stops the bus and waits for its goroutines.
+func (p *Postgres) Close() error {
+	var err error
+	p.closeOnce.Do(func() {
+		p.state.Store(int32(StateClosed))
+		close(p.stop)
+		err = p.listener.Close()
+		p.wg.Wait()
+		if cerr := p.db.Close(); err == nil {
+			err = cerr
+		}
+	})
+	return err
+}
