@@ -37,8 +37,10 @@ import (
 	"github.com/foxcpp/maddy/framework/module"
 
 	"github.com/maddy-notify/maddy-notify/bus"
+	"github.com/maddy-notify/maddy-notify/event"
 	"github.com/maddy-notify/maddy-notify/hooks"
 	"github.com/maddy-notify/maddy-notify/mapping"
+	"github.com/maddy-notify/maddy-notify/metrics"
 	"github.com/maddy-notify/maddy-notify/registry"
 )
 
@@ -131,21 +133,41 @@ func (s *Store) Init(cfg *config.Map) error {
 			"storage", instanceName(s.inner))
 	}
 	if !module.NoRun {
+		m := metrics.For(s.instName)
 		s.reg = registry.New(s.policy, s.inner.GetIMAPAcct, s.log)
-		s.bus = bus.Local{Sink: s.reg}
+		s.reg.SetMetrics(m)
+		var b bus.Bus = bus.Local{Sink: s.reg}
 		if brokerDSN != "" {
-			pg, err := bus.NewPostgres(bus.Options{DSN: brokerDSN}, s.reg, log.Logger{Name: ModName + "/broker", Debug: s.log.Debug})
+			pg, err := bus.NewPostgres(bus.Options{DSN: brokerDSN, Metrics: m}, s.reg,
+				log.Logger{Name: ModName + "/broker", Debug: s.log.Debug})
 			if err != nil {
 				s.reg.Close()
 				return s.configErr(fmt.Errorf("broker: %w", err))
 			}
-			s.bus = pg
+			b = pg
 		}
+		s.bus = countingBus{Bus: b, metrics: m}
 	}
 	s.log.Msg("notifications configured", "storage", instanceName(s.inner),
 		"events", s.policy.Events.String(), "status_mailboxes", s.policy.StatusMailboxes.String(),
 		"status_items", strings.Join(s.policy.StatusItems, " "), "new_message_fetch", strings.Join(s.policy.FetchItems, " "))
 	return nil
+}
+
+// countingBus counts what the module publishes.
+type countingBus struct {
+	bus.Bus
+	metrics *metrics.Set
+}
+
+func (b countingBus) Publish(ev event.Event) {
+	b.metrics.Published(ev.Kind.String())
+	b.Bus.Publish(ev)
+}
+
+func (b countingBus) Reconcile(account string) {
+	b.metrics.Published("Reconcile")
+	b.Bus.Reconcile(account)
 }
 
 // brokerDSN checks the broker directive and returns the PostgreSQL DSN of

@@ -19,6 +19,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/maddy-notify/maddy-notify/event"
+	"github.com/maddy-notify/maddy-notify/metrics"
 )
 
 // DefaultChannel is the PostgreSQL notification channel the instances
@@ -73,6 +74,7 @@ type Postgres struct {
 
 	db       *sql.DB
 	listener *pq.Listener
+	metrics  *metrics.Set
 
 	outbound chan message
 	stop     chan struct{}
@@ -91,9 +93,8 @@ type Options struct {
 	// MinReconnect and MaxReconnect bound the listener's reconnect backoff
 	// (defaults 100ms and 10s).
 	MinReconnect, MaxReconnect time.Duration
-	// OnState is called (from the listener's goroutine) on every state
-	// change, with a reconnect count; nil is fine.
-	OnState func(State)
+	// Metrics records the broker's metrics; nil records nothing.
+	Metrics *metrics.Set
 }
 
 // NewPostgres starts a PostgreSQL bus delivering to sink. It does not wait
@@ -133,12 +134,11 @@ func NewPostgres(o Options, sink Sink, logger log.Logger) (*Postgres, error) {
 		db:       db,
 		outbound: make(chan message, outboundLimit),
 		stop:     make(chan struct{}),
+		metrics:  o.Metrics,
 	}
 	p.state.Store(int32(StateConnecting))
-	onState := o.OnState
-	p.listener = pq.NewListener(o.DSN, o.MinReconnect, o.MaxReconnect, func(ev pq.ListenerEventType, err error) {
-		p.listenerEvent(ev, err, onState)
-	})
+	p.metrics.BrokerConnected(false)
+	p.listener = pq.NewListener(o.DSN, o.MinReconnect, o.MaxReconnect, p.listenerEvent)
 	p.goSafe("listen", p.listen)
 	p.goSafe("receive", p.receive)
 	p.goSafe("send", p.send)
@@ -174,7 +174,7 @@ func (p *Postgres) goSafe(what string, f func()) {
 	}()
 }
 
-func (p *Postgres) listenerEvent(ev pq.ListenerEventType, err error, onState func(State)) {
+func (p *Postgres) listenerEvent(ev pq.ListenerEventType, err error) {
 	var st State
 	switch ev {
 	case pq.ListenerEventConnected:
@@ -183,6 +183,7 @@ func (p *Postgres) listenerEvent(ev pq.ListenerEventType, err error, onState fun
 	case pq.ListenerEventReconnected:
 		st = StateConnected
 		p.reconnects.Add(1)
+		p.metrics.BrokerReconnect()
 		p.log.Msg("broker reconnected, resynchronising sessions by state", "channel", p.channel)
 	case pq.ListenerEventDisconnected:
 		st = StateDisconnected
@@ -201,9 +202,7 @@ func (p *Postgres) listenerEvent(ev pq.ListenerEventType, err error, onState fun
 		return
 	}
 	p.state.Store(int32(st))
-	if onState != nil {
-		onState(st)
-	}
+	p.metrics.BrokerConnected(st == StateConnected)
 }
 
 // listen subscribes to the channel; pq's Listen waits until the first
@@ -259,8 +258,10 @@ func (p *Postgres) deliver(payload string) {
 			p.log.Error("broker: invalid event from another instance", err)
 			return
 		}
+		p.metrics.Received(ev.Kind.String())
 		p.sink.Publish(ev)
 	case m.Reconcile != "":
+		p.metrics.Received("Reconcile")
 		p.sink.Reconcile(m.Reconcile)
 	}
 }
@@ -283,6 +284,7 @@ func (p *Postgres) send() {
 			cancel()
 			if err != nil {
 				p.dropped.Add(1)
+				p.metrics.BrokerDropped()
 				p.log.Error("broker: NOTIFY failed, other instances will resynchronise on reconnect", err)
 			}
 		}
@@ -295,6 +297,7 @@ func (p *Postgres) enqueue(m message) {
 	case p.outbound <- m:
 	default:
 		p.dropped.Add(1)
+		p.metrics.BrokerDropped()
 		p.log.Msg("broker: outbound queue full, dropping a notification for other instances")
 	}
 }

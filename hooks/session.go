@@ -35,10 +35,19 @@ type updateConn struct {
 
 func (c *updateConn) SendUpdate(upd backend.Update) error {
 	err := c.Conn.SendUpdate(upd)
-	if mu, ok := upd.(*backend.MailboxUpdate); ok && mu.MailboxStatus != nil {
-		if _, ok := mu.MailboxStatus.Items[imap.StatusMessages]; ok {
+	switch u := upd.(type) {
+	case *backend.MailboxUpdate:
+		if u.MailboxStatus == nil {
+			break
+		}
+		if _, ok := u.MailboxStatus.Items[imap.StatusMessages]; ok {
+			c.session.StoreUpdate("EXISTS")
 			c.session.NewMessages()
 		}
+	case *backend.ExpungeUpdate:
+		c.session.StoreUpdate("EXPUNGE")
+	case *backend.MessageUpdate:
+		c.session.StoreUpdate("FETCH")
 	}
 	return err
 }

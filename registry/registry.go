@@ -24,6 +24,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-imap"
 	"github.com/emersion/go-imap/backend"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/maddy-notify/maddy-notify/event"
 	"github.com/maddy-notify/maddy-notify/mapping"
+	"github.com/maddy-notify/maddy-notify/metrics"
 )
 
 // QueueLimit is the number of items a session queues before it is
@@ -65,9 +67,10 @@ type Opener func(account string) (backend.User, error)
 // Registry is the set of sessions of one storage.notify block.
 // Its methods may be called from any goroutine.
 type Registry struct {
-	policy mapping.Policy
-	open   Opener
-	log    log.Logger
+	policy  mapping.Policy
+	open    Opener
+	log     log.Logger
+	metrics *metrics.Set
 
 	mu       sync.Mutex
 	accounts map[string]*account
@@ -88,6 +91,10 @@ func New(policy mapping.Policy, open Opener, logger log.Logger) *Registry {
 		stop:     make(chan struct{}),
 	}
 }
+
+// SetMetrics makes the registry record its metrics in m. Call it before the
+// first Register.
+func (r *Registry) SetMetrics(m *metrics.Set) { r.metrics = m }
 
 // Policy returns the policy the registry applies.
 func (r *Registry) Policy() mapping.Policy { return r.policy }
@@ -170,6 +177,7 @@ func (r *Registry) Register(acct string, id uint64, out Out) *Session {
 	}
 	a.sessions[id] = s
 	r.mu.Unlock()
+	r.metrics.SessionsAdd(1)
 
 	r.goSafe("session "+acct, s.run)
 	return s
@@ -182,6 +190,8 @@ func (r *Registry) Unregister(s *Session) {
 	var last *account
 	if a != nil && a.sessions[s.id] == s {
 		delete(a.sessions, s.id)
+		r.metrics.SessionsAdd(-1)
+		s.SetIdle(false)
 		if len(a.sessions) == 0 && !a.running {
 			delete(r.accounts, s.account)
 			last = a
@@ -215,13 +225,13 @@ func (r *Registry) Publish(ev event.Event) {
 		r.log.DebugMsg("event", "event", ev.String(), "sessions", len(a.sessions))
 	}
 	if ev.Kind.IsMessage() {
-		a.addPendingLocked(ev.Mailbox, ev.Origin)
+		a.addPendingLocked(ev.Mailbox, ev.Origin, ev.Time)
 		a.scheduleLocked(r)
 		return
 	}
 	a.applyMailboxEventLocked(ev)
 	for _, s := range a.sessions {
-		s.enqueue(item{ev: ev, kind: itemEvent})
+		s.enqueue(item{ev: ev, kind: itemEvent, at: ev.Time})
 	}
 }
 
@@ -249,6 +259,7 @@ func (r *Registry) ResyncAll() {
 	if r.closed {
 		return
 	}
+	r.metrics.Resync("reconnect")
 	for _, a := range r.accounts {
 		a.reconcile, a.relist = true, true
 		a.scheduleLocked(r)
@@ -274,7 +285,9 @@ type account struct {
 	cache map[string]mapping.Status
 	// pending maps mailboxes with changes to the origin of the changes (0
 	// when several sessions or an outside source made them).
-	pending   map[string]uint64
+	pending map[string]uint64
+	// since is the time of the earliest pending change (push latency).
+	since     time.Time
 	reconcile bool
 	baseline  bool
 	// relist asks the worker to compare the mailbox list with names and
@@ -297,7 +310,10 @@ func mailboxKey(name string) string {
 	return name
 }
 
-func (a *account) addPendingLocked(mbox string, origin uint64) {
+func (a *account) addPendingLocked(mbox string, origin uint64, at time.Time) {
+	if a.since.IsZero() || (!at.IsZero() && at.Before(a.since)) {
+		a.since = at
+	}
 	key := mailboxKey(mbox)
 	if prev, ok := a.pending[key]; ok && prev != origin {
 		origin = 0
@@ -329,7 +345,7 @@ func (a *account) applyMailboxEventLocked(ev event.Event) {
 		if old == "INBOX" {
 			// RENAME INBOX moves the messages and leaves INBOX empty.
 			a.cache[nw] = a.cache[old]
-			a.addPendingLocked(old, 0)
+			a.addPendingLocked(old, 0, ev.Time)
 			return
 		}
 		for key, st := range a.cache {
@@ -392,6 +408,7 @@ func (a *account) work(r *Registry) {
 			r.log.Error("cannot open account for STATUS", err, "account", a.name)
 			return
 		}
+		since := a.takeSince(r)
 		if baseline || relist {
 			a.syncNames(r, relist)
 		}
@@ -410,8 +427,16 @@ func (a *account) work(r *Registry) {
 				jobs = append(jobs, statusJob{mailbox: mbox})
 			}
 		}
-		a.query(r, a.inScope(r, jobs), resync)
+		a.query(r, a.inScope(r, jobs), resync, since)
 	}
+}
+
+func (a *account) takeSince(r *Registry) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := a.since
+	a.since = time.Time{}
+	return t
 }
 
 func (a *account) takeLocked() (jobs []statusJob, baseline, reconcile, relist bool, resync []*Session) {
@@ -486,7 +511,7 @@ func (a *account) syncNames(r *Registry, tell bool) {
 			delete(a.cache, mailboxKey(ev.Mailbox))
 		}
 		for _, s := range a.sessions {
-			s.enqueue(item{ev: ev, kind: itemEvent})
+			s.enqueue(item{ev: ev, kind: itemEvent, at: time.Now()})
 		}
 	}
 	r.mu.Unlock()
@@ -566,6 +591,7 @@ func hasAttr(attrs []string, want string) bool {
 }
 
 func (a *account) status(r *Registry, mbox string) (mapping.Status, error) {
+	r.metrics.StatusQuery()
 	st, err := a.user.Status(mbox, r.policy.StatusItems.Request())
 	if err != nil {
 		return mapping.Status{}, err
@@ -590,7 +616,7 @@ func (a *account) learn(r *Registry, mailboxes []string) {
 
 // query runs the jobs (each mailbox once) and hands changed values to the
 // sessions; sessions in resync get every value.
-func (a *account) query(r *Registry, jobs []statusJob, resync []*Session) {
+func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since time.Time) {
 	seen := map[string]bool{}
 	for _, j := range jobs {
 		key := mailboxKey(j.mailbox)
@@ -620,7 +646,7 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session) {
 		}
 		r.mu.Unlock()
 		for _, s := range targets {
-			s.enqueue(item{kind: itemStatus, mailbox: j.mailbox, status: st, origin: j.origin})
+			s.enqueue(item{kind: itemStatus, mailbox: j.mailbox, status: st, origin: j.origin, at: since})
 		}
 	}
 }

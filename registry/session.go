@@ -4,6 +4,7 @@ package registry
 
 import (
 	"sync"
+	"time"
 
 	"github.com/maddy-notify/maddy-notify/event"
 	"github.com/maddy-notify/maddy-notify/mapping"
@@ -23,6 +24,7 @@ type item struct {
 	mailbox string
 	status  mapping.Status
 	origin  uint64
+	at      time.Time // when the store changed (zero: unknown)
 }
 
 // Session is one IMAP connection of an account that has a mailbox selected.
@@ -84,8 +86,15 @@ func (s *Session) Unselect(mailbox string) {
 // session goroutine to write what is queued.
 func (s *Session) SetIdle(idling bool) {
 	s.mu.Lock()
+	was := s.idling
 	s.idling = idling
 	s.mu.Unlock()
+	switch {
+	case idling && !was:
+		s.reg.metrics.IdlingAdd(1)
+	case !idling && was:
+		s.reg.metrics.IdlingAdd(-1)
+	}
 	if idling {
 		s.wakeUp()
 	}
@@ -95,7 +104,13 @@ func (s *Session) SetIdle(idling bool) {
 // selected mailbox. It only queues: it is called from inside the store's
 // update callback, where the mailbox must not be read.
 func (s *Session) NewMessages() {
-	s.enqueue(item{kind: itemFetchNew})
+	s.enqueue(item{kind: itemFetchNew, at: time.Now()})
+}
+
+// StoreUpdate counts an untagged response of kind (EXISTS, EXPUNGE, FETCH)
+// that the store sent to the session.
+func (s *Session) StoreUpdate(kind string) {
+	s.reg.metrics.Pushed(kind, 1)
 }
 
 func (s *Session) wakeUp() {
@@ -115,6 +130,8 @@ func (s *Session) enqueue(it item) {
 		s.queue = nil
 		s.overflow = true
 		s.mu.Unlock()
+		s.reg.metrics.Overflow()
+		s.reg.metrics.Resync("overflow")
 		s.reg.log.Msg("session queue overflow, resynchronising by state", "account", s.account)
 		s.wakeUp()
 		return
@@ -167,8 +184,18 @@ func (s *Session) Flush() {
 	}
 
 	p := s.reg.policy
-	var lines [][]byte
-	fetched := false
+	var (
+		lines   [][]byte
+		counts  [3]int
+		oldest  [3]time.Time
+		fetched bool
+	)
+	note := func(k int, at time.Time, n int) {
+		counts[k] += n
+		if !at.IsZero() && (oldest[k].IsZero() || at.Before(oldest[k])) {
+			oldest[k] = at
+		}
+	}
 	for _, it := range queue {
 		switch it.kind {
 		case itemEvent:
@@ -176,6 +203,7 @@ func (s *Session) Flush() {
 			s.view.Apply(it.ev, s.id)
 			if plan.Action == mapping.WriteLines {
 				lines = append(lines, plan.Lines...)
+				note(kindLIST, it.at, len(plan.Lines))
 			}
 		case itemStatus:
 			line, changed := s.view.Update(it.mailbox, it.status)
@@ -184,6 +212,7 @@ func (s *Session) Flush() {
 				continue // recorded; the client knows (own change, or SELECTed state)
 			}
 			lines = append(lines, line)
+			note(kindSTATUS, it.at, 1)
 		case itemFetchNew:
 			if fetched || fetcher == nil || len(p.FetchItems) == 0 ||
 				!(p.Events.Has(event.MessageNew) || p.Events.Has(event.MessageAppend)) {
@@ -196,6 +225,7 @@ func (s *Session) Flush() {
 				continue
 			}
 			lines = append(lines, fl...)
+			note(kindFETCH, it.at, len(fl))
 		}
 	}
 	if len(lines) == 0 {
@@ -203,8 +233,27 @@ func (s *Session) Flush() {
 	}
 	if err := s.out.Write(lines); err != nil {
 		s.reg.Unregister(s)
+		return
+	}
+	now := time.Now()
+	for k, n := range counts {
+		if n == 0 {
+			continue
+		}
+		s.reg.metrics.Pushed(kindNames[k], n)
+		if !oldest[k].IsZero() {
+			s.reg.metrics.Latency(kindNames[k], now.Sub(oldest[k]).Seconds())
+		}
 	}
 }
+
+const (
+	kindLIST = iota
+	kindSTATUS
+	kindFETCH
+)
+
+var kindNames = [...]string{kindLIST: "LIST", kindSTATUS: "STATUS", kindFETCH: "FETCH"}
 
 // requestResync asks the account worker for every STATUS in scope for s.
 func (r *Registry) requestResync(s *Session) {
