@@ -120,18 +120,21 @@ func (u *User) GetMailbox(name string, readOnly bool, conn backend.Conn) (*imap.
 		return u.inner.GetMailbox(name, readOnly, conn)
 	}
 	session := u.sessionFor(conn)
+	sel := &selected{}
 	var innerConn backend.Conn = conn
 	if session != nil {
-		innerConn = &updateConn{Conn: conn, session: session}
+		innerConn = &updateConn{Conn: conn, session: session, sel: sel}
 	}
 	status, mbox, err := u.inner.GetMailbox(name, readOnly, innerConn)
 	if err != nil {
 		return status, mbox, err
 	}
-	m := &Mailbox{inner: mbox, user: u, session: session}
 	if status != nil {
-		m.nextUID = status.UidNext
+		sel.mu.Lock()
+		sel.exists, sel.fetched = status.Messages, status.Messages
+		sel.mu.Unlock()
 	}
+	m := &Mailbox{inner: mbox, user: u, session: session, sel: sel}
 	if session != nil {
 		session.Select(mbox.Name(), m)
 	}
@@ -335,10 +338,10 @@ type Mailbox struct {
 	user    *User
 	session *registry.Session // nil: not registered for notifications
 
-	// fetchMu guards nextUID, the first UID the session has not been sent a
-	// FETCH for.
+	// fetchMu serialises FetchNew; sel is shared with the connection the
+	// inner mailbox sends its updates to.
 	fetchMu sync.Mutex
-	nextUID uint32
+	sel     *selected
 }
 
 var (

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-imap"
 	"github.com/emersion/go-imap/backend"
@@ -23,31 +24,64 @@ type serverConn interface {
 	Context() *server.Context
 }
 
+// selected is what the module knows of a session's view of its selected
+// mailbox: how many messages the store announced (EXISTS minus EXPUNGE) and
+// how many of them the session got a FETCH for. mu serialises the store's
+// updates to the client with the module's FETCH lines, so that no EXPUNGE
+// can slip between reading a sequence number and writing it.
+type selected struct {
+	mu       sync.Mutex
+	exists   uint32
+	fetched  uint32
+	inFlight bool     // a FetchNew is between its read and its write
+	expunged []uint32 // EXPUNGE sequence numbers sent meanwhile, in order
+}
+
 // updateConn is the connection the inner mailbox sends its updates to. It
-// forwards every update unchanged and notes when the store announced new
-// messages (EXISTS), so that the session can send their FETCH afterwards.
-// SendUpdate runs with the store's handle lock held (go-imap-mess): it must
-// not call back into the mailbox, only queue.
+// forwards every update unchanged, keeps the selected-mailbox counts, and
+// notes when the store announced new messages (EXISTS), so that the session
+// can send their FETCH afterwards. SendUpdate runs with the store's handle
+// lock held (go-imap-mess): it must not call back into the mailbox.
 type updateConn struct {
 	backend.Conn
 	session *registry.Session
+	sel     *selected
 }
 
 func (c *updateConn) SendUpdate(upd backend.Update) error {
+	c.sel.mu.Lock()
 	err := c.Conn.SendUpdate(upd)
+	kind, announced := "", false
 	switch u := upd.(type) {
 	case *backend.MailboxUpdate:
 		if u.MailboxStatus == nil {
 			break
 		}
 		if _, ok := u.MailboxStatus.Items[imap.StatusMessages]; ok {
-			c.session.StoreUpdate("EXISTS")
-			c.session.NewMessages()
+			kind = "EXISTS"
+			announced = u.MailboxStatus.Messages > c.sel.exists
+			c.sel.exists = u.MailboxStatus.Messages
 		}
 	case *backend.ExpungeUpdate:
-		c.session.StoreUpdate("EXPUNGE")
+		kind = "EXPUNGE"
+		if c.sel.exists > 0 {
+			c.sel.exists--
+		}
+		if u.SeqNum <= c.sel.fetched {
+			c.sel.fetched--
+		}
+		if c.sel.inFlight {
+			c.sel.expunged = append(c.sel.expunged, u.SeqNum)
+		}
 	case *backend.MessageUpdate:
-		c.session.StoreUpdate("FETCH")
+		kind = "FETCH"
+	}
+	c.sel.mu.Unlock()
+	if kind != "" {
+		c.session.StoreUpdate(kind)
+	}
+	if announced {
+		c.session.NewMessages()
 	}
 	return err
 }
@@ -95,16 +129,81 @@ func (o *connOut) Write(lines [][]byte) error {
 
 func (o *connOut) LoggedOut() <-chan struct{} { return o.loggedOut }
 
-// FetchNew returns FETCH lines for the messages of the selected mailbox the
-// store has announced since the last call (registry.Fetcher). It reads
-// through the inner mailbox, so the sequence numbers are the ones the client
-// was given; messages not yet announced are not included.
-func (m *Mailbox) FetchNew(items mapping.FetchItems) (lines [][]byte, err error) {
+// FetchNew writes, through write, a FETCH line for each message of the
+// selected mailbox the store announced and the session has not had one for
+// (registry.Fetcher). It reports complete=false when some announced message
+// cannot be read yet: go-imap-sql announces a new message before its
+// transaction commits, so the caller retries shortly. With giveUp set the
+// unreadable messages are skipped (an APPEND whose transaction failed after
+// the announcement).
+func (m *Mailbox) FetchNew(items mapping.FetchItems, write func([][]byte) error, giveUp bool) (complete bool, err error) {
 	m.fetchMu.Lock()
 	defer m.fetchMu.Unlock()
+	sel := m.sel
 
+	sel.mu.Lock()
+	from, to := sel.fetched+1, sel.exists
+	if from > to {
+		sel.mu.Unlock()
+		return true, nil
+	}
+	sel.inFlight, sel.expunged = true, nil
+	sel.mu.Unlock()
+
+	msgs, err := m.readMessages(from, to, items)
+
+	sel.mu.Lock()
+	defer sel.mu.Unlock()
+	expunged := sel.expunged
+	sel.inFlight, sel.expunged = false, nil
+	if err != nil {
+		return false, fmt.Errorf("hooks: fetch new messages: %w", err)
+	}
+	// Bring the sequence numbers read before any EXPUNGE sent meanwhile
+	// to what the client knows now.
+	for _, k := range expunged {
+		kept := msgs[:0]
+		for _, msg := range msgs {
+			switch {
+			case msg.SeqNum == k:
+				continue
+			case msg.SeqNum > k:
+				msg.SeqNum--
+			}
+			kept = append(kept, msg)
+		}
+		msgs = kept
+	}
+	sort.Slice(msgs, func(i, j int) bool { return msgs[i].SeqNum < msgs[j].SeqNum })
+	var lines [][]byte
+	next := sel.fetched + 1
+	for _, msg := range msgs {
+		if msg.SeqNum < next {
+			continue
+		}
+		if msg.SeqNum != next {
+			break // not committed yet: keep the order, retry
+		}
+		lines = append(lines, mapping.FetchLine(msg.SeqNum, mapping.FetchDataOf(msg), items))
+		next++
+	}
+	if len(lines) > 0 {
+		if err := write(lines); err != nil {
+			return false, err
+		}
+		sel.fetched = next - 1
+	}
+	if sel.fetched < sel.exists && giveUp {
+		sel.fetched = sel.exists
+	}
+	return sel.fetched >= sel.exists, nil
+}
+
+// readMessages lists messages from:to (sequence numbers) of the inner
+// mailbox with UID and items.
+func (m *Mailbox) readMessages(from, to uint32, items mapping.FetchItems) (msgs []*imap.Message, err error) {
 	var seq imap.SeqSet
-	seq.AddRange(m.nextUID, 0) // nextUID:*
+	seq.AddRange(from, to)
 	ch := make(chan *imap.Message, 16)
 	done := make(chan error, 1)
 	go func() {
@@ -113,24 +212,12 @@ func (m *Mailbox) FetchNew(items mapping.FetchItems) (lines [][]byte, err error)
 				done <- fmt.Errorf("hooks: panic in ListMessages: %v\n%s", p, debug.Stack())
 			}
 		}()
-		done <- m.inner.ListMessages(true, &seq, items.Request(), ch)
+		done <- m.inner.ListMessages(false, &seq, items.Request(), ch)
 	}()
-	next := m.nextUID
 	for msg := range ch {
-		// "n:*" also matches the last message when n is above every UID.
-		if msg.Uid < m.nextUID {
-			continue
-		}
-		lines = append(lines, mapping.FetchLine(msg.SeqNum, mapping.FetchDataOf(msg), items))
-		if msg.Uid >= next {
-			next = msg.Uid + 1
-		}
+		msgs = append(msgs, msg)
 	}
-	if err := <-done; err != nil {
-		return lines, fmt.Errorf("hooks: fetch new messages: %w", err)
-	}
-	m.nextUID = next
-	return lines, nil
+	return msgs, <-done
 }
 
 // mailboxKey identifies a mailbox name: INBOX is case-insensitive.

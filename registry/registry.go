@@ -52,12 +52,16 @@ type Out interface {
 	LoggedOut() <-chan struct{}
 }
 
-// Fetcher reads the new messages of the session's selected mailbox: the
-// ones announced (EXISTS) since the last call, as FETCH lines with the
-// given items. It is called from the session's goroutine or from its
-// command goroutine, never from inside the store's update callback.
+// Fetcher sends the FETCH lines of the new messages of the session's
+// selected mailbox: the ones announced (EXISTS) and not yet fetched, with
+// the given items, through write (which the Fetcher calls so that no store
+// update can come between reading sequence numbers and writing them). It
+// reports complete=false when an announced message cannot be read yet (the
+// caller retries); with giveUp it skips such messages. It is called from
+// the session's goroutine or its command goroutine, never from inside the
+// store's update callback.
 type Fetcher interface {
-	FetchNew(items mapping.FetchItems) ([][]byte, error)
+	FetchNew(items mapping.FetchItems, write func([][]byte) error, giveUp bool) (complete bool, err error)
 }
 
 // Opener gives the registry its own handle on an account of the inner
@@ -370,6 +374,11 @@ func (a *account) scheduleLocked(r *Registry) {
 type statusJob struct {
 	mailbox string
 	origin  uint64
+	changed bool
+	// changed: an event says the mailbox changed, so every session is
+	// handed the fresh value (each tells its client only what differs from
+	// what it was last told). Reconciliation jobs are handed on only when
+	// the value differs from the account's last known one.
 }
 
 // work runs the account's STATUS queries until nothing is pending. One
@@ -441,7 +450,7 @@ func (a *account) takeSince(r *Registry) time.Time {
 
 func (a *account) takeLocked() (jobs []statusJob, baseline, reconcile, relist bool, resync []*Session) {
 	for mbox, origin := range a.pending {
-		jobs = append(jobs, statusJob{mailbox: mbox, origin: origin})
+		jobs = append(jobs, statusJob{mailbox: mbox, origin: origin, changed: true})
 	}
 	if len(a.pending) > 0 {
 		a.pending = map[string]uint64{}
@@ -617,13 +626,23 @@ func (a *account) learn(r *Registry, mailboxes []string) {
 // query runs the jobs (each mailbox once) and hands changed values to the
 // sessions; sessions in resync get every value.
 func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since time.Time) {
-	seen := map[string]bool{}
+	// One query per mailbox: an event job wins over a reconciliation job
+	// for the same mailbox.
+	byKey := map[string]int{}
+	var uniq []statusJob
 	for _, j := range jobs {
 		key := mailboxKey(j.mailbox)
-		if seen[key] {
+		if i, ok := byKey[key]; ok {
+			if j.changed && !uniq[i].changed {
+				uniq[i] = j
+			}
 			continue
 		}
-		seen[key] = true
+		byKey[key] = len(uniq)
+		uniq = append(uniq, j)
+	}
+	for _, j := range uniq {
+		key := mailboxKey(j.mailbox)
 		st, err := a.status(r, j.mailbox)
 		if err != nil {
 			if !errors.Is(err, backend.ErrNoSuchMailbox) {
@@ -635,7 +654,7 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 		r.mu.Lock()
 		old, known := a.cache[key]
 		a.cache[key] = st
-		changed := !known || old != st
+		changed := j.changed || !known || old != st
 		var targets []*Session
 		if changed {
 			for _, s := range a.sessions {

@@ -3,6 +3,7 @@
 package registry
 
 import (
+	"errors"
 	"sync"
 	"time"
 
@@ -46,6 +47,9 @@ type Session struct {
 	idling   bool
 	queue    []item
 	overflow bool
+	// fetchTries counts FetchNew calls that found an announced message not
+	// yet readable; they are retried with backoff, up to maxFetchTries.
+	fetchTries int
 
 	// flushMu serialises Flush between the session goroutine and the
 	// command goroutine; view is only touched under it.
@@ -185,10 +189,11 @@ func (s *Session) Flush() {
 
 	p := s.reg.policy
 	var (
-		lines   [][]byte
-		counts  [3]int
-		oldest  [3]time.Time
-		fetched bool
+		lines    [][]byte
+		counts   [3]int
+		oldest   [3]time.Time
+		fetchNew bool
+		fetchAt  time.Time
 	)
 	note := func(k int, at time.Time, n int) {
 		counts[k] += n
@@ -205,6 +210,11 @@ func (s *Session) Flush() {
 				lines = append(lines, plan.Lines...)
 				note(kindLIST, it.at, len(plan.Lines))
 			}
+		case itemFetchNew:
+			fetchNew = true
+			if fetchAt.IsZero() {
+				fetchAt = it.at
+			}
 		case itemStatus:
 			line, changed := s.view.Update(it.mailbox, it.status)
 			own := it.origin != 0 && it.origin == s.id
@@ -213,19 +223,14 @@ func (s *Session) Flush() {
 			}
 			lines = append(lines, line)
 			note(kindSTATUS, it.at, 1)
-		case itemFetchNew:
-			if fetched || fetcher == nil || len(p.FetchItems) == 0 ||
-				!(p.Events.Has(event.MessageNew) || p.Events.Has(event.MessageAppend)) {
-				continue
-			}
-			fetched = true
-			fl, err := fetcher.FetchNew(p.FetchItems)
-			if err != nil {
-				s.reg.log.Error("cannot read new messages for FETCH", err, "account", s.account, "mailbox", view.Selected)
-				continue
-			}
-			lines = append(lines, fl...)
-			note(kindFETCH, it.at, len(fl))
+		}
+	}
+	if fetchNew && fetcher != nil && len(p.FetchItems) > 0 &&
+		(p.Events.Has(event.MessageNew) || p.Events.Has(event.MessageAppend)) {
+		// The FETCH of new messages goes first: it follows the store's
+		// EXISTS, and the STATUS/LIST lines come after it.
+		if !s.fetchNew(fetcher, p.FetchItems, fetchAt) {
+			return
 		}
 	}
 	if len(lines) == 0 {
@@ -245,6 +250,54 @@ func (s *Session) Flush() {
 			s.reg.metrics.Latency(kindNames[k], now.Sub(oldest[k]).Seconds())
 		}
 	}
+}
+
+// maxFetchTries bounds the retries for a new message that the store
+// announced but cannot read yet (its transaction still open): 5 ms doubling,
+// about 2.5 s in all.
+const maxFetchTries = 9
+
+// fetchNew sends the FETCH lines of new messages and schedules a retry when
+// an announced message is not readable yet. It reports false when the
+// connection is gone.
+func (s *Session) fetchNew(f Fetcher, items mapping.FetchItems, at time.Time) bool {
+	s.mu.Lock()
+	giveUp := s.fetchTries >= maxFetchTries
+	s.mu.Unlock()
+	n := 0
+	complete, err := f.FetchNew(items, func(lines [][]byte) error {
+		if err := s.out.Write(lines); err != nil {
+			return err
+		}
+		n += len(lines)
+		return nil
+	}, giveUp)
+	if n > 0 {
+		s.reg.metrics.Pushed("FETCH", n)
+		if !at.IsZero() {
+			s.reg.metrics.Latency("FETCH", time.Since(at).Seconds())
+		}
+	}
+	if errors.Is(err, ErrClosed) {
+		s.reg.Unregister(s)
+		return false
+	}
+	if err != nil {
+		s.reg.log.Error("cannot read new messages for FETCH", err, "account", s.account)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if complete || giveUp {
+		if giveUp && !complete {
+			s.reg.log.Msg("new message announced by the store never became readable; no FETCH for it", "account", s.account)
+		}
+		s.fetchTries = 0
+		return true
+	}
+	delay := 5 * time.Millisecond << s.fetchTries
+	s.fetchTries++
+	time.AfterFunc(delay, s.NewMessages)
+	return true
 }
 
 const (
