@@ -161,18 +161,19 @@ func (r *Registry) Register(acct string, id uint64, out Out) *Session {
 		out:     out,
 		view:    mapping.NewStatusView(r.policy.StatusItems),
 		wake:    make(chan struct{}, 1),
+		retry:   make(chan time.Duration, 1),
 		gone:    make(chan struct{}),
 	}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		close(s.gone)
+		s.closeOnce.Do(func() { close(s.gone) })
 		return s
 	}
 	a := r.accounts[acct]
 	if a == nil {
 		a = &account{name: acct, sessions: map[uint64]*Session{}, cache: map[string]mapping.Status{},
-			pending: map[string]uint64{}}
+			pending: map[string]uint64{}, unsure: map[string]bool{}}
 		r.accounts[acct] = a
 		// Learn the current state of the account's mailboxes, so that a
 		// later reconciliation (SMTP delivery) can tell what changed.
@@ -180,10 +181,10 @@ func (r *Registry) Register(acct string, id uint64, out Out) *Session {
 		a.scheduleLocked(r)
 	}
 	a.sessions[id] = s
+	// Started under mu: Close (which sets closed under mu) then waits for it.
+	r.goSafe("session "+acct, s.run)
 	r.mu.Unlock()
 	r.metrics.SessionsAdd(1)
-
-	r.goSafe("session "+acct, s.run)
 	return s
 }
 
@@ -219,6 +220,9 @@ func (r *Registry) Publish(ev event.Event) {
 	if !r.policy.Events.Has(ev.Kind) {
 		return
 	}
+	if ev.Kind == event.FlagChange && !r.policy.StatusItems.FlagDependent() {
+		return // no STATUS item can change (mapping.ReasonNoFlagItems)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	a := r.accounts[ev.Account]
@@ -229,7 +233,7 @@ func (r *Registry) Publish(ev event.Event) {
 		r.log.DebugMsg("event", "event", ev.String(), "sessions", len(a.sessions))
 	}
 	if ev.Kind.IsMessage() {
-		a.addPendingLocked(ev.Mailbox, ev.Origin, ev.Time)
+		a.addPendingLocked(ev.Mailbox, ev.Origin, ev.Time, mayBeUnchanged(ev.Kind))
 		a.scheduleLocked(r)
 		return
 	}
@@ -290,6 +294,12 @@ type account struct {
 	// pending maps mailboxes with changes to the origin of the changes (0
 	// when several sessions or an outside source made them).
 	pending map[string]uint64
+	// unsure marks pending mailboxes whose only changes may have left
+	// every STATUS item as it was (flag changes, EXPUNGE or CLOSE with
+	// nothing to remove): their value is compared with the account's last
+	// known one, like a reconciliation, instead of being handed to every
+	// session.
+	unsure map[string]bool
 	// since is the time of the earliest pending change (push latency).
 	since     time.Time
 	reconcile bool
@@ -301,7 +311,7 @@ type account struct {
 	// baseline and the mailbox events since.
 	names map[string]imap.MailboxInfo
 	// resync lists sessions that lost queued items and need every STATUS.
-	resync  []*Session
+	resync  []resyncReq
 	running bool
 
 	user backend.User
@@ -314,15 +324,23 @@ func mailboxKey(name string) string {
 	return name
 }
 
-func (a *account) addPendingLocked(mbox string, origin uint64, at time.Time) {
+// mayBeUnchanged reports whether an event of kind k can leave every STATUS
+// item of its mailbox as it was.
+func mayBeUnchanged(k event.Kind) bool {
+	return k == event.FlagChange || k == event.MessageExpunge
+}
+
+func (a *account) addPendingLocked(mbox string, origin uint64, at time.Time, unsure bool) {
 	if a.since.IsZero() || (!at.IsZero() && at.Before(a.since)) {
 		a.since = at
 	}
 	key := mailboxKey(mbox)
-	if prev, ok := a.pending[key]; ok && prev != origin {
+	prev, ok := a.pending[key]
+	if ok && prev != origin {
 		origin = 0
 	}
 	a.pending[key] = origin
+	a.unsure[key] = unsure && (!ok || a.unsure[key])
 }
 
 // applyMailboxEventLocked keeps the STATUS cache in step with the mailbox
@@ -349,7 +367,7 @@ func (a *account) applyMailboxEventLocked(ev event.Event) {
 		if old == "INBOX" {
 			// RENAME INBOX moves the messages and leaves INBOX empty.
 			a.cache[nw] = a.cache[old]
-			a.addPendingLocked(old, 0, ev.Time)
+			a.addPendingLocked(old, 0, ev.Time, false)
 			return
 		}
 		for key, st := range a.cache {
@@ -386,13 +404,18 @@ type statusJob struct {
 // picked up by the next pass, so the last STATUS a session gets is the
 // state after the burst.
 func (a *account) work(r *Registry) {
+	var owed []resyncReq // taken resync requests, answered whatever happens
+	finished := false
 	defer func() {
-		r.mu.Lock()
-		a.running = false
-		drop := len(a.sessions) == 0 && r.accounts[a.name] == a
-		if drop {
-			delete(r.accounts, a.name)
+		for _, rq := range owed {
+			close(rq.done)
 		}
+		if finished {
+			return
+		}
+		// Stop, an error or a panic: this worker still owns running.
+		r.mu.Lock()
+		drop := a.stopLocked(r)
 		r.mu.Unlock()
 		if drop {
 			a.logout(r)
@@ -407,11 +430,19 @@ func (a *account) work(r *Registry) {
 		r.mu.Lock()
 		jobs, baseline, reconcile, relist, resync := a.takeLocked()
 		if jobs == nil && !baseline && !reconcile && !relist && resync == nil {
-			a.running = false
+			// Deciding to stop and clearing running happen under one
+			// hold of mu: a Publish after it starts a new worker, whose
+			// running flag this one must not touch.
+			drop := a.stopLocked(r)
+			finished = true
 			r.mu.Unlock()
+			if drop {
+				a.logout(r)
+			}
 			return
 		}
 		r.mu.Unlock()
+		owed = resync
 
 		if err := a.ensureUser(r); err != nil {
 			r.log.Error("cannot open account for STATUS", err, "account", a.name)
@@ -436,8 +467,39 @@ func (a *account) work(r *Registry) {
 				jobs = append(jobs, statusJob{mailbox: mbox})
 			}
 		}
-		a.query(r, a.inScope(r, jobs), resync, since)
+		a.query(r, a.inScope(r, jobs), sessionsOf(resync), since)
+		for _, rq := range owed {
+			close(rq.done)
+		}
+		owed = nil
 	}
+}
+
+// stopLocked records that the worker stopped and removes the account when
+// it has no sessions left; it reports whether the caller must log out its
+// store handle (after unlocking).
+func (a *account) stopLocked(r *Registry) (drop bool) {
+	a.running = false
+	if len(a.sessions) == 0 && r.accounts[a.name] == a {
+		delete(r.accounts, a.name)
+		return true
+	}
+	return false
+}
+
+// resyncReq is a session's request for every STATUS in scope; done is
+// closed once the worker has queued them (or gave up).
+type resyncReq struct {
+	s    *Session
+	done chan struct{}
+}
+
+func sessionsOf(reqs []resyncReq) []*Session {
+	var out []*Session
+	for _, rq := range reqs {
+		out = append(out, rq.s)
+	}
+	return out
 }
 
 func (a *account) takeSince(r *Registry) time.Time {
@@ -448,12 +510,13 @@ func (a *account) takeSince(r *Registry) time.Time {
 	return t
 }
 
-func (a *account) takeLocked() (jobs []statusJob, baseline, reconcile, relist bool, resync []*Session) {
+func (a *account) takeLocked() (jobs []statusJob, baseline, reconcile, relist bool, resync []resyncReq) {
 	for mbox, origin := range a.pending {
-		jobs = append(jobs, statusJob{mailbox: mbox, origin: origin, changed: true})
+		jobs = append(jobs, statusJob{mailbox: mbox, origin: origin, changed: !a.unsure[mbox]})
 	}
 	if len(a.pending) > 0 {
 		a.pending = map[string]uint64{}
+		a.unsure = map[string]bool{}
 	}
 	baseline, reconcile, relist, resync = a.baseline, a.reconcile, a.relist, a.resync
 	a.baseline, a.reconcile, a.relist, a.resync = false, false, false, nil

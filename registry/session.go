@@ -4,6 +4,7 @@ package registry
 
 import (
 	"errors"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -57,6 +58,7 @@ type Session struct {
 	view    *mapping.StatusView
 
 	wake      chan struct{}
+	retry     chan time.Duration // asks the session goroutine for a FETCH retry
 	gone      chan struct{}
 	closeOnce sync.Once
 }
@@ -149,8 +151,28 @@ func (s *Session) enqueue(it item) {
 }
 
 func (s *Session) run() {
+	// However the goroutine ends (logout, close, a panic recovered by
+	// goSafe), the session leaves the registry.
+	defer s.reg.Unregister(s)
+	var retry *time.Timer
+	var retryC <-chan time.Time
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
 	for {
 		select {
+		case d := <-s.retry:
+			if retry == nil {
+				retry = time.NewTimer(d)
+			} else {
+				retry.Reset(d)
+			}
+			retryC = retry.C
+		case <-retryC:
+			retryC = nil
+			s.NewMessages()
 		case <-s.wake:
 			s.mu.Lock()
 			idling := s.idling
@@ -159,7 +181,6 @@ func (s *Session) run() {
 				s.Flush()
 			}
 		case <-s.out.LoggedOut():
-			s.reg.Unregister(s)
 			return
 		case <-s.gone:
 			return
@@ -175,6 +196,18 @@ func (s *Session) run() {
 func (s *Session) Flush() {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
+	// Flush also runs on the client's command goroutine: a bug here must
+	// cost this session its notifications, not maddy its process.
+	defer func() {
+		if p := recover(); p != nil {
+			s.reg.log.Printf("panic while writing notifications: %v\n%s", p, debug.Stack())
+		}
+	}()
+	select {
+	case <-s.reg.stop:
+		return // closed: sessions get nothing more
+	default:
+	}
 
 	s.mu.Lock()
 	queue, overflow := s.queue, s.overflow
@@ -184,7 +217,21 @@ func (s *Session) Flush() {
 	s.mu.Unlock()
 
 	if overflow {
-		s.reg.requestResync(s)
+		// Resynchronise by state now: wait until the account worker has
+		// queued every STATUS in scope, so that this Flush writes them.
+		if done := s.reg.requestResync(s); done != nil {
+			select {
+			case <-done:
+			case <-s.reg.stop:
+				return
+			case <-s.out.LoggedOut():
+				return
+			}
+			s.mu.Lock()
+			queue = append(queue, s.queue...)
+			s.queue = nil
+			s.mu.Unlock()
+		}
 	}
 
 	p := s.reg.policy
@@ -201,7 +248,20 @@ func (s *Session) Flush() {
 			oldest[k] = at
 		}
 	}
-	for _, it := range queue {
+	// A STATUS value is a state: only the newest one per mailbox is worth
+	// telling; an older one still counts as someone else's change.
+	lastStatus := map[string]int{}
+	otherOrigin := map[string]bool{}
+	for i, it := range queue {
+		if it.kind == itemStatus {
+			key := mailboxKey(it.mailbox)
+			lastStatus[key] = i
+			if it.origin == 0 || it.origin != s.id {
+				otherOrigin[key] = true
+			}
+		}
+	}
+	for i, it := range queue {
 		switch it.kind {
 		case itemEvent:
 			plan := mapping.Map(p, it.ev, view)
@@ -216,8 +276,12 @@ func (s *Session) Flush() {
 				fetchAt = it.at
 			}
 		case itemStatus:
+			key := mailboxKey(it.mailbox)
+			if lastStatus[key] != i {
+				continue
+			}
 			line, changed := s.view.Update(it.mailbox, it.status)
-			own := it.origin != 0 && it.origin == s.id
+			own := !otherOrigin[key]
 			if !changed || own || mapping.SameMailbox(it.mailbox, view.Selected) {
 				continue // recorded; the client knows (own change, or SELECTed state)
 			}
@@ -225,6 +289,9 @@ func (s *Session) Flush() {
 			note(kindSTATUS, it.at, 1)
 		}
 	}
+	// The dropped queue may have held the store's announcement of new
+	// messages: fetch what was announced and not yet fetched.
+	fetchNew = fetchNew || overflow
 	if fetchNew && fetcher != nil && len(p.FetchItems) > 0 &&
 		(p.Events.Has(event.MessageNew) || p.Events.Has(event.MessageAppend)) {
 		// The FETCH of new messages goes first: it follows the store's
@@ -296,7 +363,10 @@ func (s *Session) fetchNew(f Fetcher, items mapping.FetchItems, at time.Time) bo
 	}
 	delay := 5 * time.Millisecond << s.fetchTries
 	s.fetchTries++
-	time.AfterFunc(delay, s.NewMessages)
+	select { // the session goroutine owns the timer
+	case s.retry <- delay:
+	default: // a retry is scheduled already
+	}
 	return true
 }
 
@@ -309,13 +379,17 @@ const (
 var kindNames = [...]string{kindLIST: "LIST", kindSTATUS: "STATUS", kindFETCH: "FETCH"}
 
 // requestResync asks the account worker for every STATUS in scope for s.
-func (r *Registry) requestResync(s *Session) {
+// The channel it returns is closed once they are queued; nil when there is
+// no worker to ask (registry closed, session gone).
+func (r *Registry) requestResync(s *Session) <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	a := r.accounts[s.account]
 	if a == nil || r.closed {
-		return
+		return nil
 	}
-	a.resync = append(a.resync, s)
+	done := make(chan struct{})
+	a.resync = append(a.resync, resyncReq{s: s, done: done})
 	a.scheduleLocked(r)
+	return done
 }
