@@ -148,9 +148,14 @@ func (s *Store) Init(cfg *config.Map) error {
 		}
 		s.bus = countingBus{Bus: b, metrics: m}
 	}
+	broker := "none"
+	if brokerDSN != "" {
+		broker = "postgres" // not the DSN: it may hold a password
+	}
 	s.log.Msg("notifications configured", "storage", instanceName(s.inner),
 		"events", s.policy.Events.String(), "status_mailboxes", s.policy.StatusMailboxes.String(),
-		"status_items", strings.Join(s.policy.StatusItems, " "), "new_message_fetch", strings.Join(s.policy.FetchItems, " "))
+		"status_items", strings.Join(s.policy.StatusItems, " "), "new_message_fetch", strings.Join(s.policy.FetchItems, " "),
+		"broker", broker)
 	return nil
 }
 

@@ -77,7 +77,7 @@ func (c *updateConn) SendUpdate(upd backend.Update) error {
 		kind = "FETCH"
 	}
 	c.sel.mu.Unlock()
-	if kind != "" {
+	if kind != "" && err == nil {
 		c.session.StoreUpdate(kind)
 	}
 	if announced {

@@ -31,7 +31,7 @@ var (
 	}, []string{"module", "kind"})
 	responsesPushed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Subsystem: subsystem, Name: "responses_pushed_total",
-		Help: "Untagged responses written to IMAP sessions, by kind (EXISTS and EXPUNGE are the store's, forwarded; FETCH, STATUS and LIST are the module's).",
+		Help: "Untagged responses written to IMAP sessions, by kind (EXISTS, EXPUNGE and FETCH FLAGS are the store's, forwarded; FETCH of new messages, STATUS and LIST are the module's).",
 	}, []string{"module", "kind"})
 	sessions = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Subsystem: subsystem, Name: "sessions",
@@ -84,8 +84,19 @@ type Set struct {
 	module string
 }
 
-// For returns the metrics of the block named module.
-func For(module string) *Set { return &Set{module: module} }
+// For returns the metrics of the block named module. The series that need
+// no label but module start at 0, so that rate() and increase() see their
+// first increment and dashboards show 0 instead of no data.
+func For(module string) *Set {
+	sessions.WithLabelValues(module)
+	idling.WithLabelValues(module)
+	overflows.WithLabelValues(module)
+	statusQueries.WithLabelValues(module)
+	for _, reason := range []string{"overflow", "reconnect"} {
+		resyncs.WithLabelValues(module, reason)
+	}
+	return &Set{module: module}
+}
 
 // Published counts an event published locally, by kind.
 func (s *Set) Published(kind string) {
@@ -151,7 +162,8 @@ func (s *Set) StatusQuery() {
 	}
 }
 
-// BrokerConnected sets the broker connection gauge.
+// BrokerConnected sets the broker connection gauge. The first call (the
+// broker starting) also starts the broker's counters at 0.
 func (s *Set) BrokerConnected(up bool) {
 	if s == nil {
 		return
@@ -161,6 +173,8 @@ func (s *Set) BrokerConnected(up bool) {
 		v = 1
 	}
 	brokerUp.WithLabelValues(s.module).Set(v)
+	brokerReconnects.WithLabelValues(s.module)
+	brokerDropped.WithLabelValues(s.module)
 }
 
 // BrokerReconnect counts a broker reconnect.

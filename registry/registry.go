@@ -172,13 +172,28 @@ func (r *Registry) Register(acct string, id uint64, out Out) *Session {
 	}
 	a := r.accounts[acct]
 	if a == nil {
-		a = &account{name: acct, sessions: map[uint64]*Session{}, cache: map[string]mapping.Status{},
-			pending: map[string]uint64{}, unsure: map[string]bool{}}
-		r.accounts[acct] = a
-		// Learn the current state of the account's mailboxes, so that a
-		// later reconciliation (SMTP delivery) can tell what changed.
-		a.baseline = true
-		a.scheduleLocked(r)
+		// The account's first session: learn the current state of its
+		// mailboxes before the session is registered, so that a later
+		// reconciliation (an SMTP delivery) tells it exactly what changed
+		// since. This runs on the SELECT's goroutine, once per account.
+		r.mu.Unlock()
+		fresh := r.newAccount(acct)
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			fresh.logout(r)
+			s.closeOnce.Do(func() { close(s.gone) })
+			return s
+		}
+		if a = r.accounts[acct]; a == nil {
+			a = fresh
+			r.accounts[acct] = a
+			if a.baseline {
+				a.scheduleLocked(r)
+			}
+		} else {
+			defer fresh.logout(r) // another session's registration won
+		}
 	}
 	a.sessions[id] = s
 	// Started under mu: Close (which sets closed under mu) then waits for it.
@@ -186,6 +201,38 @@ func (r *Registry) Register(acct string, id uint64, out Out) *Session {
 	r.mu.Unlock()
 	r.metrics.SessionsAdd(1)
 	return s
+}
+
+// newAccount returns the state of an account that has no session yet, with
+// its mailbox list and the STATUS of the mailboxes in scope learnt. If the
+// store cannot be read now, the worker learns them later (baseline).
+func (r *Registry) newAccount(acct string) (a *account) {
+	a = &account{name: acct, sessions: map[uint64]*Session{}, cache: map[string]mapping.Status{},
+		pending: map[string]uint64{}, unsure: map[string]bool{}}
+	// This runs on the client's command goroutine: a failure here must not
+	// fail its SELECT.
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.Printf("panic while learning account %s: %v\n%s", acct, p, debug.Stack())
+			a.user = nil
+			a.cache, a.names = map[string]mapping.Status{}, nil
+			a.baseline = true
+		}
+	}()
+	if err := a.ensureUser(r); err != nil {
+		r.log.Error("cannot open account for STATUS", err, "account", acct)
+		a.baseline = true
+		return a
+	}
+	a.syncNames(r, false)
+	scope, err := a.scopeMailboxes(r)
+	if err != nil {
+		r.log.Error("cannot list mailboxes", err, "account", acct)
+		a.baseline = true
+		return a
+	}
+	a.learn(r, scope)
+	return a
 }
 
 // Unregister removes s; it is idempotent.
@@ -255,6 +302,11 @@ func (r *Registry) Reconcile(acct string) {
 		return
 	}
 	a.reconcile = true
+	if a.since.IsZero() {
+		// The delivery committed just now: the STATUS lines it causes
+		// get a push latency sample like those of IMAP changes.
+		a.since = time.Now()
+	}
 	a.scheduleLocked(r)
 }
 
@@ -718,6 +770,11 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 		old, known := a.cache[key]
 		a.cache[key] = st
 		changed := j.changed || !known || old != st
+		if !j.changed && !known && st.Messages == 0 {
+			// A mailbox the account learns of by reconciliation (created
+			// since) and still empty: nothing happened in it to tell.
+			changed = false
+		}
 		var targets []*Session
 		if changed {
 			for _, s := range a.sessions {

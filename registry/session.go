@@ -51,6 +51,9 @@ type Session struct {
 	// fetchTries counts FetchNew calls that found an announced message not
 	// yet readable; they are retried with backoff, up to maxFetchTries.
 	fetchTries int
+	// retryAt is when the store announced the messages a retry fetches
+	// (push latency is measured from there, not from the retry).
+	retryAt time.Time
 
 	// flushMu serialises Flush between the session goroutine and the
 	// command goroutine; view is only touched under it.
@@ -172,7 +175,11 @@ func (s *Session) run() {
 			retryC = retry.C
 		case <-retryC:
 			retryC = nil
-			s.NewMessages()
+			s.mu.Lock()
+			at := s.retryAt
+			s.retryAt = time.Time{}
+			s.mu.Unlock()
+			s.enqueue(item{kind: itemFetchNew, at: at})
 		case <-s.wake:
 			s.mu.Lock()
 			idling := s.idling
@@ -363,6 +370,9 @@ func (s *Session) fetchNew(f Fetcher, items mapping.FetchItems, at time.Time) bo
 	}
 	delay := 5 * time.Millisecond << s.fetchTries
 	s.fetchTries++
+	if s.retryAt.IsZero() || (!at.IsZero() && at.Before(s.retryAt)) {
+		s.retryAt = at
+	}
 	select { // the session goroutine owns the timer
 	case s.retry <- delay:
 	default: // a retry is scheduled already
