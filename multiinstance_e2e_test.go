@@ -137,22 +137,11 @@ func miLogin(t *testing.T, srv *testkit.Server) *testkit.RawConn {
 	return c
 }
 
-// miCmd runs cmd on c, fails the test unless it completes with OK and
-// returns the untagged lines.
-func miCmd(t *testing.T, c *testkit.RawConn, cmd string) []string {
-	t.Helper()
-	untagged, tagged := c.Cmd(cmd)
-	if !strings.HasPrefix(tagged, "OK") {
-		t.Fatalf("%s: %q %s", cmd, untagged, tagged)
-	}
-	return untagged
-}
-
 // miIdler logs in to srv, selects mailbox (wire form) and starts IDLE.
 func miIdler(t *testing.T, srv *testkit.Server, mailbox string) *testkit.RawConn {
 	t.Helper()
 	c := miLogin(t, srv)
-	miCmd(t, c, "SELECT "+mailbox)
+	mustCmd(t, c, "SELECT "+mailbox)
 	c.Idle()
 	return c
 }
@@ -216,37 +205,11 @@ func miCollect(t *testing.T, c *testkit.RawConn, quiet, limit time.Duration) []s
 }
 
 var (
-	miStatusValueRe = regexp.MustCompile(`\b(MESSAGES|UIDNEXT|UNSEEN) (\d+)\b`)
-	miFetchItemRe   = regexp.MustCompile(`^\* (\d+) FETCH \((FLAGS|BODYSTRUCTURE|UID) (.*)\)$`)
-	miStatusLineRe  = regexp.MustCompile(`^\* STATUS (INBOX|"(?:[^"\\]|\\.)*") \(`)
-	miListLineRe    = regexp.MustCompile(`^\* LIST \(`)
-	miExpungeRe     = regexp.MustCompile(`^\* \d+ EXPUNGE$`)
+	miFetchItemRe  = regexp.MustCompile(`^\* (\d+) FETCH \((FLAGS|BODYSTRUCTURE|UID) (.*)\)$`)
+	miStatusLineRe = regexp.MustCompile(`^\* STATUS (INBOX|"(?:[^"\\]|\\.)*") \(`)
+	miListLineRe   = regexp.MustCompile(`^\* LIST \(`)
+	miExpungeRe    = regexp.MustCompile(`^\* \d+ EXPUNGE$`)
 )
-
-// miStatus asks c's store with a STATUS command and returns the line the
-// notify module must send for mailbox (wire form): its items in the
-// module's default order, MESSAGES UIDNEXT UNSEEN.
-func miStatus(t *testing.T, c *testkit.RawConn, wire string) string {
-	t.Helper()
-	untagged := miCmd(t, c, "STATUS "+wire+" (MESSAGES UIDNEXT UNSEEN)")
-	if len(untagged) != 1 || !strings.HasPrefix(untagged[0], "* STATUS "+wire+" (") {
-		t.Fatalf("STATUS %s: %q", wire, untagged)
-	}
-	v := map[string]string{}
-	for _, m := range miStatusValueRe.FindAllStringSubmatch(untagged[0], -1) {
-		v[m[1]] = m[2]
-	}
-	if len(v) != 3 {
-		t.Fatalf("STATUS %s: %q lacks items", wire, untagged[0])
-	}
-	return fmt.Sprintf("* STATUS %s (MESSAGES %s UIDNEXT %s UNSEEN %s)", wire, v["MESSAGES"], v["UIDNEXT"], v["UNSEEN"])
-}
-
-// miStatusLine is the STATUS line with the given values in the module's
-// default item order.
-func miStatusLine(wire string, messages, uidNext, unseen int) string {
-	return fmt.Sprintf("* STATUS %s (MESSAGES %d UIDNEXT %d UNSEEN %d)", wire, messages, uidNext, unseen)
-}
 
 // miList is the LIST line for name with the store's delimiter "." (go-imap-sql).
 func miList(attrs, name string) string {
@@ -257,7 +220,7 @@ func miList(attrs, name string) string {
 // the server writes it (FLAGS without the parentheses).
 func miFetchItem(t *testing.T, c *testkit.RawConn, seq int, item string) string {
 	t.Helper()
-	untagged := miCmd(t, c, fmt.Sprintf("FETCH %d (%s)", seq, item))
+	untagged := mustCmd(t, c, fmt.Sprintf("FETCH %d (%s)", seq, item))
 	if len(untagged) != 1 {
 		t.Fatalf("FETCH %d (%s): %q", seq, item, untagged)
 	}
@@ -283,7 +246,7 @@ func miStore(t *testing.T, c *imapclient.Client, seq imap.NumSet, op imap.StoreF
 func miCheckNewMessages(t *testing.T, cl *miCluster, b *testkit.RawConn, mailbox string, fetches map[int]string) {
 	t.Helper()
 	c := miLogin(t, cl.A)
-	miCmd(t, c, "EXAMINE "+mailbox)
+	mustCmd(t, c, "EXAMINE "+mailbox)
 	for seq := 1; seq <= len(fetches); seq++ {
 		uid := miFetchItem(t, c, seq, "UID")
 		want := fmt.Sprintf("* %d FETCH (UID %s FLAGS (%s) BODYSTRUCTURE %s)",
@@ -305,7 +268,7 @@ func miSetupArchive(t *testing.T, a *imapclient.Client, b *testkit.RawConn, n in
 	b.Expect(t, miWait, miList(`\HasNoChildren`, "Archive"))
 	for i := 1; i <= n; i++ {
 		appendMsg(t, a, "Archive", fmt.Sprintf("archived %d", i))
-		b.Expect(t, miWait, miStatusLine(`"Archive"`, i, i+1, i))
+		b.Expect(t, miWait, status(`"Archive"`, i, i+1, i))
 	}
 	b.ExpectNothing(t, quietWait)
 }
@@ -369,7 +332,7 @@ func TestMultiNewMessageInSelected(t *testing.T) {
 	_, err = a.Move(imap.SeqSetNum(1), "INBOX").Wait()
 	mustOK(t, "MOVE 1 INBOX", err)
 	got := miRead(t, b, 4)
-	wantStatus := miStatusLine(`"Archive"`, 2, 4, 2)
+	wantStatus := status(`"Archive"`, 2, 4, 2)
 	iExists, iRecent, iStatus := slices.Index(got, "* 3 EXISTS"), slices.Index(got, "* 3 RECENT"), slices.Index(got, wantStatus)
 	iFetch := slices.IndexFunc(got, func(l string) bool { return strings.HasPrefix(l, "* 3 FETCH (UID 3 FLAGS (") })
 	if iExists < 0 || iRecent < iExists || iFetch < iRecent || iStatus < 0 {
@@ -399,14 +362,14 @@ func TestMultiStatusOtherMailbox(t *testing.T) {
 	_, err := a.Select("Archive", nil).Wait()
 	mustOK(t, "SELECT Archive", err)
 	miStore(t, a, imap.SeqSetNum(1), imap.StoreFlagsAdd, imap.FlagSeen)
-	b.Expect(t, miWait, miStatusLine(`"Archive"`, 1, 2, 0))
+	b.Expect(t, miWait, status(`"Archive"`, 1, 2, 0))
 	b.ExpectNothing(t, quietWait)
 
 	// A flag that changes no STATUS item: nothing.
 	miStore(t, a, imap.SeqSetNum(1), imap.StoreFlagsAdd, imap.FlagFlagged)
 	b.ExpectNothing(t, time.Second)
 	miDone(t, b)
-	if got := miStatus(t, b, `"Archive"`); got != miStatusLine(`"Archive"`, 1, 2, 0) {
+	if got := storeStatus(t, b, `"Archive"`); got != status(`"Archive"`, 1, 2, 0) {
 		t.Errorf("STATUS Archive on B now: %q", got)
 	}
 }
@@ -437,7 +400,7 @@ func TestMultiSelectedFlagsAndExpunge(t *testing.T) {
 	b.Expect(t, miWait, "* 3 EXPUNGE", "* 2 EXPUNGE")
 	b.ExpectNothing(t, time.Second)
 	miDone(t, b)
-	if untagged := miCmd(t, b, "FETCH 1:* (UID)"); !slices.Equal(untagged, []string{"* 1 FETCH (UID 1)"}) {
+	if untagged := mustCmd(t, b, "FETCH 1:* (UID)"); !slices.Equal(untagged, []string{"* 1 FETCH (UID 1)"}) {
 		t.Errorf("B's view after the EXPUNGE: %q, want only message 1", untagged)
 	}
 }
@@ -449,10 +412,10 @@ func TestMultiMailboxEvents(t *testing.T) {
 	cl := miStartCluster(t)
 	a := testkit.DialClient(t, cl.A.Addr("imap"), user, pass)
 	b := miLogin(t, cl.B)
-	if got := miCmd(t, b, `LIST "" ""`); len(got) != 1 || !strings.HasPrefix(got[0], `* LIST (\Noselect) "." `) {
+	if got := mustCmd(t, b, `LIST "" ""`); len(got) != 1 || !strings.HasPrefix(got[0], `* LIST (\Noselect) "." `) {
 		t.Fatalf(`LIST "" "": %q, want the delimiter "." of go-imap-sql`, got)
 	}
-	miCmd(t, b, "SELECT INBOX")
+	mustCmd(t, b, "SELECT INBOX")
 	b.Idle()
 
 	steps := []struct {
@@ -503,9 +466,9 @@ func TestMultiSMTPDelivery(t *testing.T) {
 	// Archive exists before b's first SELECT, created on B itself: no
 	// event for it can reach b late (see miSetupArchive).
 	c := miLogin(t, cl.B)
-	miCmd(t, c, "CREATE Archive")
+	mustCmd(t, c, "CREATE Archive")
 	b := miIdler(t, cl.B, "INBOX")
-	miCmd(t, c, `SELECT "Archive"`)
+	mustCmd(t, c, `SELECT "Archive"`)
 	c.Idle()
 
 	var fetches []string
@@ -513,14 +476,14 @@ func TestMultiSMTPDelivery(t *testing.T) {
 		testkit.SendMail(t, cl.A.Addr("smtp"), "sender@maddy.test", []string{user}, testkit.Message(fmt.Sprintf("delivery %d", i)))
 		b.Expect(t, miWait, fmt.Sprintf("* %d EXISTS", i), fmt.Sprintf("* %d RECENT", i))
 		fetches = append(fetches, miReadFetch(t, b, "SMTP delivery"))
-		c.Expect(t, miWait, miStatusLine("INBOX", i, i+1, i))
+		c.Expect(t, miWait, status("INBOX", i, i+1, i))
 		b.ExpectNothing(t, quietWait)
 		c.ExpectNothing(t, quietWait)
 	}
 	miDone(t, b)
 	miDone(t, c)
 	miCheckNewMessages(t, cl, b, "INBOX", map[int]string{1: fetches[0], 2: fetches[1]})
-	if got := miStatus(t, c, "INBOX"); got != miStatusLine("INBOX", 2, 3, 2) {
+	if got := storeStatus(t, c, "INBOX"); got != status("INBOX", 2, 3, 2) {
 		t.Errorf("STATUS INBOX on B now: %q", got)
 	}
 }
@@ -667,7 +630,7 @@ func TestMultiReconnect(t *testing.T) {
 					t.Errorf("%s: STATUS repeated with the same values: %q", round, lines)
 				}
 			}
-			if fresh := miStatus(t, b, mbox); lines[len(lines)-1] != fresh {
+			if fresh := storeStatus(t, b, mbox); lines[len(lines)-1] != fresh {
 				t.Errorf("%s: last STATUS for %s was %q, a STATUS command says %q (all: %q)", round, mbox, lines[len(lines)-1], fresh, lines)
 			}
 		}
@@ -692,7 +655,7 @@ func TestMultiReconnect(t *testing.T) {
 	check("kept out", []string{"* 6 EXPUNGE", "* 5 EXPUNGE"}, "Fresh")
 
 	// B's view of INBOX is the store's: no sequence number went wrong.
-	if untagged := miCmd(t, b, "FETCH 1:* (UID)"); !slices.Equal(untagged, []string{
+	if untagged := mustCmd(t, b, "FETCH 1:* (UID)"); !slices.Equal(untagged, []string{
 		"* 1 FETCH (UID 1)", "* 2 FETCH (UID 2)", "* 3 FETCH (UID 3)", "* 4 FETCH (UID 4)"}) {
 		t.Errorf("B's view of INBOX after round 1: %q", untagged)
 	}
@@ -709,7 +672,7 @@ func TestMultiReconnect(t *testing.T) {
 	mustOK(t, "EXPUNGE", err)
 	miWaitLogCount(t, cl.B, "broker reconnected", reconnects+1)
 	check("cut", []string{"* 4 EXPUNGE", "* 3 EXPUNGE"}, "Fresh2")
-	if untagged := miCmd(t, b, "FETCH 1:* (UID)"); !slices.Equal(untagged, []string{"* 1 FETCH (UID 1)", "* 2 FETCH (UID 2)"}) {
+	if untagged := mustCmd(t, b, "FETCH 1:* (UID)"); !slices.Equal(untagged, []string{"* 1 FETCH (UID 1)", "* 2 FETCH (UID 2)"}) {
 		t.Errorf("B's view of INBOX after round 2: %q", untagged)
 	}
 
@@ -717,7 +680,7 @@ func TestMultiReconnect(t *testing.T) {
 	// an event, once.
 	b.Idle()
 	appendMsg(t, a, "Archive", "after the reconnects")
-	b.Expect(t, miWait, miStatusLine(`"Archive"`, 3, 4, 3))
+	b.Expect(t, miWait, status(`"Archive"`, 3, 4, 3))
 	b.ExpectNothing(t, time.Second)
 	miDone(t, b)
 }
@@ -738,7 +701,7 @@ func TestMultiBrokerUnreachable(t *testing.T) {
 	b := miIdler(t, srv, "INBOX")
 
 	appendMsg(t, a, "Archive", "local")
-	b.Expect(t, expectWait, miStatusLine(`"Archive"`, 1, 2, 1))
+	b.Expect(t, expectWait, status(`"Archive"`, 1, 2, 1))
 	b.ExpectNothing(t, quietWait)
 
 	appendMsg(t, a, "INBOX", "local too")
@@ -844,18 +807,18 @@ func TestMultiBaselineWindow(t *testing.T) {
 	a := testkit.DialClient(t, cl.A.Addr("imap"), user, pass) // creates the account
 	m := miLogin(t, cl.B)
 	for i := 1; i <= boxes; i++ {
-		miCmd(t, m, fmt.Sprintf("CREATE Box%03d", i))
+		mustCmd(t, m, fmt.Sprintf("CREATE Box%03d", i))
 	}
-	miCmd(t, m, "CREATE Last")
-	miCmd(t, m, "LOGOUT")
+	mustCmd(t, m, "CREATE Last")
+	mustCmd(t, m, "LOGOUT")
 
 	b := miLogin(t, cl.B)
-	miCmd(t, b, "SELECT INBOX")
+	mustCmd(t, b, "SELECT INBOX")
 	b.Idle()
 	started := time.Now()
 	appendMsg(t, a, "Last", "right after the SELECT")
 	t.Logf("APPEND to Last completed %v after B's IDLE began", time.Since(started))
-	b.Expect(t, miWait, miStatusLine(`"Last"`, 1, 2, 1))
+	b.Expect(t, miWait, status(`"Last"`, 1, 2, 1))
 	b.ExpectNothing(t, time.Second)
 	miDone(t, b)
 }
@@ -883,28 +846,28 @@ func TestMultiFilteredDelivery(t *testing.T) {
 	testkit.DialClient(t, cl.A.Addr("imap"), user, pass) // creates the account
 	m := miLogin(t, cl.B)
 	for i := 1; i <= boxes; i++ {
-		miCmd(t, m, fmt.Sprintf("CREATE Box%03d", i))
+		mustCmd(t, m, fmt.Sprintf("CREATE Box%03d", i))
 	}
-	miCmd(t, m, "CREATE Filed")
-	miCmd(t, m, "LOGOUT")
+	mustCmd(t, m, "CREATE Filed")
+	mustCmd(t, m, "LOGOUT")
 
 	b := miLogin(t, cl.B)
-	miCmd(t, b, "SELECT INBOX")
+	mustCmd(t, b, "SELECT INBOX")
 	b.Idle()
 	started := time.Now()
 	testkit.SendMail(t, cl.A.Addr("smtp"), "sender@maddy.test", []string{user}, testkit.Message("filed 1"))
 	t.Logf("delivery 1 completed %v after B's IDLE began", time.Since(started))
-	b.Expect(t, miWait, miStatusLine(`"Filed"`, 1, 2, 1))
+	b.Expect(t, miWait, status(`"Filed"`, 1, 2, 1))
 	b.ExpectNothing(t, time.Second)
 
 	testkit.SendMail(t, cl.A.Addr("smtp"), "sender@maddy.test", []string{user}, testkit.Message("filed 2"))
-	b.Expect(t, miWait, miStatusLine(`"Filed"`, 2, 3, 2))
+	b.Expect(t, miWait, status(`"Filed"`, 2, 3, 2))
 	b.ExpectNothing(t, time.Second)
 	miDone(t, b)
-	if got := miStatus(t, b, `"Filed"`); got != miStatusLine(`"Filed"`, 2, 3, 2) {
+	if got := storeStatus(t, b, `"Filed"`); got != status(`"Filed"`, 2, 3, 2) {
 		t.Errorf("STATUS Filed on B now: %q", got)
 	}
-	if got := miStatus(t, b, "INBOX"); got != miStatusLine("INBOX", 0, 1, 0) {
+	if got := storeStatus(t, b, "INBOX"); got != status("INBOX", 0, 1, 0) {
 		t.Errorf("STATUS INBOX on B now: %q: the filter did not file the messages", got)
 	}
 }
