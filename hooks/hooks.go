@@ -289,8 +289,18 @@ func (u *User) hierarchyChange(op func() error, ren *rename) error {
 	return nil
 }
 
-// Logout forwards to the inner user.
-func (u *User) Logout() error { return u.inner.Logout() }
+// Logout removes the login's session from the registry (go-imap's server
+// calls it when the connection closes) and forwards to the inner user.
+func (u *User) Logout() error {
+	u.mu.Lock()
+	session := u.session
+	u.session = nil
+	u.mu.Unlock()
+	if session != nil {
+		u.reg.Unregister(session)
+	}
+	return u.inner.Logout()
+}
 
 // CreateMessageLimit returns the inner user's append limit, or nil (no
 // limit) where it has none: go-imap then advertises plain APPENDLIMIT, as it
