@@ -41,3 +41,11 @@ check: fmt-check vet test
 
 clean:
 	rm -rf build demo
+
+# Benchmarks against stock maddy (and Dovecot, when installed): builds both
+# maddy binaries, runs every scenario and writes docs/benchmarks.md
+# (cmd/notify-bench; about 5 minutes). BENCHFLAGS=-quick for a smoke run
+# of every scenario in under 2 minutes (write it elsewhere with -o).
+.PHONY: bench
+bench:
+	$(GO) run ./cmd/notify-bench -o docs/benchmarks.md $(BENCHFLAGS)
