@@ -282,6 +282,13 @@ func (r *Registry) Publish(ev event.Event) {
 	if ev.Kind.IsMessage() {
 		a.addPendingLocked(ev.Mailbox, ev.Origin, ev.Time, mayBeUnchanged(ev.Kind))
 		a.scheduleLocked(r)
+		if ev.Kind == event.MessageAppend || ev.Kind == event.MessageNew {
+			// The store has committed the new messages: a FETCH that
+			// found them unreadable need not wait for its backoff.
+			for _, s := range a.sessions {
+				s.committed(ev.Mailbox)
+			}
+		}
 		return
 	}
 	a.applyMailboxEventLocked(ev)

@@ -54,6 +54,10 @@ type Session struct {
 	// retryAt is when the store announced the messages a retry fetches
 	// (push latency is measured from there, not from the retry).
 	retryAt time.Time
+	// commits counts the store's commits of new messages in the selected
+	// mailbox (committed); a FETCH that found a message unreadable retries
+	// at once if one came meanwhile.
+	commits uint64
 
 	// flushMu serialises Flush between the session goroutine and the
 	// command goroutine; view is only touched under it.
@@ -114,6 +118,26 @@ func (s *Session) SetIdle(idling bool) {
 // update callback, where the mailbox must not be read.
 func (s *Session) NewMessages() {
 	s.enqueue(item{kind: itemFetchNew, at: time.Now()})
+}
+
+// committed records that the store committed new messages in mailbox (the
+// MessageAppend or MessageNew event of the change). go-imap-sql announces a
+// new message (EXISTS) before its transaction commits, so the FETCH that
+// follows the announcement may have found it unreadable and be waiting for
+// its retry: it is retried now. It is called with Registry.mu held.
+func (s *Session) committed(mailbox string) {
+	s.mu.Lock()
+	if !mapping.SameMailbox(s.selected, mailbox) {
+		s.mu.Unlock()
+		return
+	}
+	s.commits++
+	waiting := s.fetchTries > 0
+	at := s.retryAt
+	s.mu.Unlock()
+	if waiting {
+		s.enqueue(item{kind: itemFetchNew, at: at})
+	}
 }
 
 // StoreUpdate counts an untagged response of kind (EXISTS, EXPUNGE, FETCH)
@@ -337,6 +361,7 @@ const maxFetchTries = 9
 func (s *Session) fetchNew(f Fetcher, items mapping.FetchItems, at time.Time) bool {
 	s.mu.Lock()
 	giveUp := s.fetchTries >= maxFetchTries
+	commits := s.commits
 	s.mu.Unlock()
 	n := 0
 	complete, err := f.FetchNew(items, func(lines [][]byte) error {
@@ -370,6 +395,10 @@ func (s *Session) fetchNew(f Fetcher, items mapping.FetchItems, at time.Time) bo
 	}
 	delay := 5 * time.Millisecond << s.fetchTries
 	s.fetchTries++
+	if s.commits != commits {
+		// The store committed while this FETCH read: try again now.
+		delay = 0
+	}
 	if s.retryAt.IsZero() || (!at.IsZero() && at.Before(s.retryAt)) {
 		s.retryAt = at
 	}
