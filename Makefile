@@ -6,12 +6,14 @@
 #   make vet        go vet ./...
 #   make fmt-check  fail listing the files gofmt would change
 #   make check      fmt-check, vet and test
+#   make soak       build, then the long consistency soak with -race
+#                   (SOAK=5m by default; docs/guarantees.md)
 #   make clean      remove build/ and demo/
 
 GO     ?= go
 BINARY := build/maddy
 
-.PHONY: all build demo test vet fmt-check check clean
+.PHONY: all build demo test vet fmt-check check clean soak
 
 all: build
 
@@ -25,6 +27,15 @@ demo:
 
 test: build
 	MADDY_NOTIFY_BINARY=$(abspath $(BINARY)) $(GO) test -race -count=1 -timeout 40m ./...
+
+# The soak needs PostgreSQL as `make test` does (testkit.Postgres); set
+# SOAK_SEED to replay the random choices of an earlier run. SOAK_TIMEOUT
+# bounds the whole run (go test -timeout) in case something hangs.
+SOAK         ?= 5m
+SOAK_TIMEOUT ?= 60m
+soak: build
+	NOTIFY_SOAK=$(SOAK) NOTIFY_SOAK_SEED=$(SOAK_SEED) MADDY_NOTIFY_BINARY=$(abspath $(BINARY)) \
+		$(GO) test -race -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak' -v .
 
 vet:
 	$(GO) vet ./...

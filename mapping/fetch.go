@@ -133,7 +133,14 @@ func FetchLine(seq uint32, d FetchData, items FetchItems) []byte {
 
 	msg := imap.NewMessage(seq, order)
 	msg.Uid = d.UID
-	msg.Flags = d.Flags
+	// A flag the store holds but IMAP cannot carry as an atom (go-imap v1
+	// accepts such keywords in STORE) is left out rather than breaking the
+	// client's parser.
+	for _, f := range d.Flags {
+		if validAttr(f) {
+			msg.Flags = append(msg.Flags, f)
+		}
+	}
 	if d.BodyStructure != nil {
 		// Message.Format sets BodyStructure.Extended: format a copy.
 		bs := *d.BodyStructure
