@@ -1365,7 +1365,6 @@ func TestRobustShutdown(t *testing.T) {
 // make another session believe the mailbox exists: it gets no line, or
 // one with \NonExistent.
 func TestRobustSubscribeMissingMailbox(t *testing.T) {
-	knownFailure(t, "SUBSCRIBE of a mailbox that does not exist is reported as a LIST line that says it exists")
 	t.Parallel()
 	srv := startNotify(t)
 	b := idler(t, srv, user, "INBOX")

@@ -183,11 +183,12 @@ func (u *User) SetSubscribed(mbox string, subscribed bool) error {
 	}
 	if u.reg != nil {
 		infos, _ := u.listAll()
-		ev := event.Event{Kind: event.SubscriptionChange, Mailbox: mbox, Subscribed: subscribed}
+		// go-imap-sql answers OK to SUBSCRIBE of a mailbox that does not
+		// exist and keeps nothing: there is nothing to tell.
 		if info, ok := infos[mailboxKey(mbox)]; ok {
-			ev.Mailbox, ev.Delimiter, ev.Attrs = info.Name, info.Delimiter, listAttrs(info.Attributes)
+			u.publish(event.Event{Kind: event.SubscriptionChange, Mailbox: info.Name, Subscribed: subscribed,
+				Delimiter: info.Delimiter, Attrs: listAttrs(info.Attributes)})
 		}
-		u.publish(ev)
 	}
 	return nil
 }
