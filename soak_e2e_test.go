@@ -525,7 +525,7 @@ var soakFlags = []imap.Flag{imap.FlagSeen, imap.FlagFlagged, imap.FlagAnswered, 
 // ($NOTIFY_SOAK_SEED replays it; the interleaving with the server is not
 // replayed).
 func TestSoak(t *testing.T) {
-	knownFailure(t, "the soak finds FETCH FLAGS lines whose UID does not match the sequence number the session knows, and mailboxes created inside a RENAMEd hierarchy that no LIST line announced")
+	knownFailure(t, "it runs into the defects of TestSoakNewMessagesWhileExpunging, TestSoakConcurrentMailboxChanges and TestRobustRenameRightAfterAppend (the module's FETCH of new messages misnumbered by a concurrent EXPUNGE; LIST lines of concurrent mailbox changes out of order; a STATUS lost to a RENAME)")
 	t.Parallel()
 	duration := soakShort
 	if s := os.Getenv(soakEnv); s != "" {
@@ -943,7 +943,7 @@ func (a *soakActor) step() (string, error) {
 // them must agree on which UID each sequence number holds, at every line
 // and at the end.
 func TestSoakNewMessagesWhileExpunging(t *testing.T) {
-	knownFailure(t, "FETCH FLAGS lines with a UID that does not match the sequence number were seen while new messages arrive during EXPUNGE; not yet known whether the store or the module causes it")
+	knownFailure(t, "hooks.(*Mailbox).FetchNew renumbers the messages it read by the EXPUNGEs sent meanwhile, which the store may already have applied when it numbered them: the module's FETCH (UID ...) then names the wrong sequence number, and the store's own FETCH FLAGS contradict it")
 	t.Parallel()
 	const duration = 8 * time.Second
 	srv := startNotify(t)
@@ -1021,6 +1021,7 @@ func TestSoakNewMessagesWhileExpunging(t *testing.T) {
 // the lines of changes made at the same moment by different sessions must
 // not reach it in an order that contradicts the store's.
 func TestSoakConcurrentMailboxChanges(t *testing.T) {
+	knownFailure(t, "hooks list, change and publish each session's mailbox changes on their own: two sessions' CREATE and DELETE of one name can be published in the reverse order of the store's (fails about one run in three)")
 	t.Parallel()
 	const (
 		duration = 8 * time.Second

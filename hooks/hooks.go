@@ -69,6 +69,7 @@ type User struct {
 
 	mu      sync.Mutex
 	session *registry.Session
+	guard   *stallGuard // of the session's connection
 }
 
 var (
@@ -123,7 +124,7 @@ func (u *User) GetMailbox(name string, readOnly bool, conn backend.Conn) (*imap.
 	sel := &selected{}
 	var innerConn backend.Conn = conn
 	if session != nil {
-		innerConn = &updateConn{Conn: conn, session: session, sel: sel}
+		innerConn = &updateConn{Conn: conn, session: session, sel: sel, guard: u.guard}
 	}
 	status, mbox, err := u.inner.GetMailbox(name, readOnly, innerConn)
 	if err != nil {
@@ -155,6 +156,7 @@ func (u *User) sessionFor(conn backend.Conn) *registry.Session {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.session == nil {
+		u.guard = &stallGuard{conn: conn}
 		u.session = u.reg.Register(u.inner.Username(), u.id, newConnOut(sc.Context(), u.reg.Done()))
 	}
 	return u.session
@@ -178,6 +180,9 @@ func (u *User) Status(mbox string, items []imap.StatusItem) (*imap.MailboxStatus
 // SetSubscribed forwards to the inner user and publishes
 // SubscriptionChange.
 func (u *User) SetSubscribed(mbox string, subscribed bool) error {
+	if u.reg != nil {
+		defer u.reg.LockHierarchy(u.inner.Username())()
+	}
 	if err := u.inner.SetSubscribed(mbox, subscribed); err != nil {
 		return err
 	}
@@ -247,6 +252,10 @@ func (u *User) hierarchyChange(op func() error, ren *rename) error {
 	if u.reg == nil {
 		return op()
 	}
+	// One account's changes are listed, made, listed again and published
+	// one at a time: the events of two sessions' changes then reach the
+	// others in the order the store made the changes.
+	defer u.reg.LockHierarchy(u.inner.Username())()
 	before, err := u.listAll()
 	if err != nil {
 		return op() // no events, but the client's command is not ours to fail

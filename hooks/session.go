@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-imap"
 	"github.com/emersion/go-imap/backend"
@@ -46,11 +47,16 @@ type updateConn struct {
 	backend.Conn
 	session *registry.Session
 	sel     *selected
+	guard   *stallGuard
 }
 
 func (c *updateConn) SendUpdate(upd backend.Update) error {
 	c.sel.mu.Lock()
+	// The store holds its handle lock (and may be inside a transaction)
+	// while it writes: a client that does not read must not keep it.
+	stalled := time.AfterFunc(StallTimeout, c.guard.kick)
 	err := c.Conn.SendUpdate(upd)
+	stalled.Stop()
 	kind, announced := "", false
 	switch u := upd.(type) {
 	case *backend.MailboxUpdate:
@@ -108,6 +114,43 @@ func newConnOut(ctx *server.Context, stop <-chan struct{}) *connOut {
 	return &connOut{responses: ctx.Responses, loggedOut: ctx.LoggedOut, stop: stop}
 }
 
+// StallTimeout is how long a client's connection may leave one of the
+// store's updates unwritten (its socket full: the client does not read)
+// before the module disconnects the client. go-imap-mess writes the
+// selected mailbox's updates while it holds the session's handle lock,
+// which every APPEND, COPY, MOVE, STORE and delivery into that mailbox
+// needs; go-imap-sql takes it inside its SQL transaction, and maddy's
+// shutdown waits for them. The module's own lines only ever block the
+// session's own goroutine (its queue overflows; it is resynchronised when
+// it reads again), so they need no such bound.
+var StallTimeout = 2 * time.Second
+
+// stallGuard disconnects the client of one connection once it has
+// stalled.
+type stallGuard struct {
+	conn backend.Conn
+	once sync.Once
+}
+
+// deadliner is the part of go-imap's server connection (it embeds the
+// net.Conn) that ends blocked I/O.
+type deadliner interface{ SetDeadline(time.Time) error }
+
+// kick makes every blocked read and write of the connection fail now: the
+// connection's writer returns (and with it whoever waits for it, the
+// store's SendUpdate included), and go-imap ends the connection as after
+// any I/O error. It may be called from any goroutine, more than once.
+func (g *stallGuard) kick() {
+	if g == nil {
+		return
+	}
+	g.once.Do(func() {
+		if d, ok := g.conn.(deadliner); ok {
+			d.SetDeadline(time.Unix(1, 0))
+		}
+	})
+}
+
 func (o *connOut) Write(lines [][]byte) error {
 	n := 0
 	for _, l := range lines {
@@ -159,20 +202,17 @@ func (m *Mailbox) FetchNew(items mapping.FetchItems, write func([][]byte) error,
 	if err != nil {
 		return false, fmt.Errorf("hooks: fetch new messages: %w", err)
 	}
-	// Bring the sequence numbers read before any EXPUNGE sent meanwhile
-	// to what the client knows now.
-	for _, k := range expunged {
-		kept := msgs[:0]
-		for _, msg := range msgs {
-			switch {
-			case msg.SeqNum == k:
-				continue
-			case msg.SeqNum > k:
-				msg.SeqNum--
-			}
-			kept = append(kept, msg)
+	if len(expunged) > 0 {
+		// An EXPUNGE went out while the messages were read. go-imap-sql
+		// resolves from:to and numbers the messages it read by the
+		// handle's sequence map at two moments of its own; whether the
+		// EXPUNGE came before either is unknown, so the sequence numbers
+		// read cannot be trusted. Read again.
+		if giveUp {
+			sel.fetched = sel.exists
+			return true, nil
 		}
-		msgs = kept
+		return false, nil
 	}
 	sort.Slice(msgs, func(i, j int) bool { return msgs[i].SeqNum < msgs[j].SeqNum })
 	var lines [][]byte

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -79,6 +80,9 @@ type Registry struct {
 	mu       sync.Mutex
 	accounts map[string]*account
 	closed   bool
+
+	hierMu sync.Mutex
+	hier   map[string]*hierarchyLock
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -196,6 +200,7 @@ func (r *Registry) Register(acct string, id uint64, out Out) *Session {
 		}
 	}
 	a.sessions[id] = s
+	s.names = cloneNames(a.names) // what its client may know: the list at its SELECT
 	// Started under mu: Close (which sets closed under mu) then waits for it.
 	r.goSafe("session "+acct, s.run)
 	r.mu.Unlock()
@@ -292,6 +297,9 @@ func (r *Registry) Publish(ev event.Event) {
 		return
 	}
 	a.applyMailboxEventLocked(ev)
+	if len(a.pending) > 0 {
+		a.scheduleLocked(r) // a RENAME queries the new name
+	}
 	for _, s := range a.sessions {
 		s.enqueue(item{ev: ev, kind: itemEvent, at: ev.Time})
 	}
@@ -429,12 +437,28 @@ func (a *account) applyMailboxEventLocked(ev event.Event) {
 			a.addPendingLocked(old, 0, ev.Time, false)
 			return
 		}
+		moved := func(key string) bool {
+			return key == old || (ev.Delimiter != "" && strings.HasPrefix(key, old+ev.Delimiter))
+		}
 		for key, st := range a.cache {
-			if key == old || (ev.Delimiter != "" && strings.HasPrefix(key, old+ev.Delimiter)) {
+			if moved(key) {
 				delete(a.cache, key)
 				a.cache[nw+key[len(old):]] = st
 			}
 		}
+		// Changes not queried yet belong to the new name now. A query of
+		// the old name may be running: it finds nothing, so the new name
+		// is queried again and compared with what the account knows.
+		for key, origin := range a.pending {
+			if moved(key) {
+				unsure := a.unsure[key]
+				delete(a.pending, key)
+				delete(a.unsure, key)
+				a.pending[nw+key[len(old):]] = origin
+				a.unsure[nw+key[len(old):]] = unsure
+			}
+		}
+		a.addPendingLocked(ev.Mailbox, 0, ev.Time, true)
 	}
 }
 
@@ -526,12 +550,68 @@ func (a *account) work(r *Registry) {
 				jobs = append(jobs, statusJob{mailbox: mbox})
 			}
 		}
+		a.relistSessions(r, sessionsOf(resync))
 		a.query(r, a.inScope(r, jobs), sessionsOf(resync), since)
 		for _, rq := range owed {
 			close(rq.done)
 		}
 		owed = nil
 	}
+}
+
+// relistSessions tells sessions that lost queued items (an overflow)
+// which mailboxes were created or deleted since they were last told: the
+// difference between the mailbox set each session has been told and the
+// account's. A RENAME they missed comes as the old name's deletion and
+// the new name's creation.
+func (a *account) relistSessions(r *Registry, sessions []*Session) {
+	if len(sessions) == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if a.names == nil {
+		return
+	}
+	now := time.Now()
+	for _, s := range sessions {
+		s.mu.Lock()
+		known := s.names
+		s.mu.Unlock()
+		if known == nil {
+			continue
+		}
+		var evs []event.Event
+		for key, info := range a.names {
+			if _, ok := known[key]; !ok {
+				evs = append(evs, event.Event{Kind: event.MailboxCreate, Account: a.name, Mailbox: info.Name,
+					Delimiter: info.Delimiter, Attrs: withoutSubscribed(info.Attributes)})
+			}
+		}
+		for key, info := range known {
+			if _, ok := a.names[key]; !ok {
+				evs = append(evs, event.Event{Kind: event.MailboxDelete, Account: a.name, Mailbox: info.Name, Delimiter: info.Delimiter})
+			}
+		}
+		for _, ev := range evs {
+			if r.policy.Events.Has(ev.Kind) {
+				s.enqueue(item{ev: ev, kind: itemEvent, at: now, resync: true})
+			} else {
+				s.applyName(ev)
+			}
+		}
+	}
+}
+
+func cloneNames(m map[string]imap.MailboxInfo) map[string]imap.MailboxInfo {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]imap.MailboxInfo, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }
 
 // stopLocked records that the worker stopped and removes the account when
@@ -792,8 +872,44 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 		}
 		r.mu.Unlock()
 		for _, s := range targets {
-			s.enqueue(item{kind: itemStatus, mailbox: j.mailbox, status: st, origin: j.origin, at: since})
+			s.enqueue(item{kind: itemStatus, mailbox: j.mailbox, status: st, origin: j.origin, at: since,
+				resync: slices.Contains(resync, s)})
 		}
+	}
+}
+
+// hierarchyLock serialises one account's mailbox hierarchy changes.
+type hierarchyLock struct {
+	mu    sync.Mutex
+	users int
+}
+
+// LockHierarchy serialises the mailbox hierarchy changes of acct made
+// through this module instance (CREATE, DELETE, RENAME, SUBSCRIBE): the
+// caller lists the mailboxes, changes them, lists them again and publishes
+// the difference before it calls the returned unlock, so that the events
+// of changes made by different sessions at the same time are published in
+// the order the store made them. It may be called from any goroutine.
+func (r *Registry) LockHierarchy(acct string) (unlock func()) {
+	r.hierMu.Lock()
+	if r.hier == nil {
+		r.hier = map[string]*hierarchyLock{}
+	}
+	l := r.hier[acct]
+	if l == nil {
+		l = &hierarchyLock{}
+		r.hier[acct] = l
+	}
+	l.users++
+	r.hierMu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		r.hierMu.Lock()
+		if l.users--; l.users == 0 {
+			delete(r.hier, acct)
+		}
+		r.hierMu.Unlock()
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emersion/go-imap"
+
 	"github.com/maddy-notify/maddy-notify/event"
 	"github.com/maddy-notify/maddy-notify/mapping"
 )
@@ -27,6 +29,10 @@ type item struct {
 	status  mapping.Status
 	origin  uint64
 	at      time.Time // when the store changed (zero: unknown)
+	// resync marks an item of a resynchronisation by state: their number
+	// is bounded by the account's mailboxes, not by traffic, and they are
+	// never dropped (dropping them would overflow the session again).
+	resync bool
 }
 
 // Session is one IMAP connection of an account that has a mailbox selected.
@@ -54,6 +60,11 @@ type Session struct {
 	// retryAt is when the store announced the messages a retry fetches
 	// (push latency is measured from there, not from the retry).
 	retryAt time.Time
+	// names is the mailbox set (by key) the session has been told: the
+	// account's at registration and every mailbox event it was handed
+	// since; nil when unknown. An overflow resynchronises it
+	// (account.relistSessions).
+	names map[string]imap.MailboxInfo
 	// commits counts the store's commits of new messages in the selected
 	// mailbox (committed); a FETCH that found a message unreadable retries
 	// at once if one came meanwhile.
@@ -146,6 +157,27 @@ func (s *Session) StoreUpdate(kind string) {
 	s.reg.metrics.Pushed(kind, 1)
 }
 
+// applyName records in names that the session was handed ev (told, or
+// its own change).
+func (s *Session) applyName(ev event.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.names == nil {
+		return
+	}
+	switch ev.Kind {
+	case event.MailboxCreate, event.SubscriptionChange:
+		s.names[mailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
+	case event.MailboxDelete:
+		delete(s.names, mailboxKey(ev.Mailbox))
+	case event.MailboxRename:
+		if !mapping.IsInbox(ev.OldMailbox) {
+			delete(s.names, mailboxKey(ev.OldMailbox))
+		}
+		s.names[mailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
+	}
+}
+
 func (s *Session) wakeUp() {
 	select {
 	case s.wake <- struct{}{}:
@@ -159,7 +191,7 @@ func (s *Session) enqueue(it item) {
 		s.mu.Unlock()
 		return
 	}
-	if len(s.queue) >= QueueLimit {
+	if len(s.queue) >= QueueLimit && !it.resync {
 		s.queue = nil
 		s.overflow = true
 		s.mu.Unlock()
@@ -297,6 +329,7 @@ func (s *Session) Flush() {
 		case itemEvent:
 			plan := mapping.Map(p, it.ev, view)
 			s.view.Apply(it.ev, s.id)
+			s.applyName(it.ev)
 			if plan.Action == mapping.WriteLines {
 				lines = append(lines, plan.Lines...)
 				note(kindLIST, it.at, len(plan.Lines))
