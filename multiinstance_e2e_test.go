@@ -154,21 +154,6 @@ func miDone(t *testing.T, c *testkit.RawConn) {
 	}
 }
 
-// miRead reads n lines from c within miWait.
-func miRead(t *testing.T, c *testkit.RawConn, n int) []string {
-	t.Helper()
-	deadline := time.Now().Add(miWait)
-	var got []string
-	for len(got) < n {
-		line, err := c.ReadLine(time.Until(deadline))
-		if err != nil {
-			t.Fatalf("waiting for line %d of %d: %v\n got: %q", len(got)+1, n, err, got)
-		}
-		got = append(got, line)
-	}
-	return got
-}
-
 // miReadFetch reads the line that must follow the store's EXISTS and
 // RECENT of a new message: our FETCH (UID ...).
 func miReadFetch(t *testing.T, c *testkit.RawConn, after string) string {
@@ -331,7 +316,7 @@ func TestMultiNewMessageInSelected(t *testing.T) {
 	// after RECENT are fixed.
 	_, err = a.Move(imap.SeqSetNum(1), "INBOX").Wait()
 	mustOK(t, "MOVE 1 INBOX", err)
-	got := miRead(t, b, 4)
+	got := readLines(t, b, miWait, 4)
 	wantStatus := status(`"Archive"`, 2, 4, 2)
 	iExists, iRecent, iStatus := slices.Index(got, "* 3 EXISTS"), slices.Index(got, "* 3 RECENT"), slices.Index(got, wantStatus)
 	iFetch := slices.IndexFunc(got, func(l string) bool { return strings.HasPrefix(l, "* 3 FETCH (UID 3 FLAGS (") })
