@@ -8,8 +8,9 @@ package registry
 // account's one IDLE session has been handed its line (Out.Write), so the
 // whole in-process path is measured: the registry's account lookup, the
 // account's STATUS work (a fake store that answers at once), the session's
-// queue, its goroutine and mapping. cmd/notify-bench runs these benchmarks
-// and reports the ratio of ns/op between 100,000 and 100 sessions.
+// queue, its writer goroutine and mapping. cmd/notify-bench runs these
+// benchmarks and reports the ratio of ns/op between 100,000 and 100
+// sessions.
 //
 //	go test -run '^$' -bench BenchmarkPublishUnrelated ./registry
 

@@ -108,7 +108,7 @@ type fakeOut struct {
 	logoutMu  sync.Once
 
 	// loggedOutHook, when set, runs each time the registry asks for
-	// LoggedOut (the session goroutine does at every turn of its loop).
+	// LoggedOut (a session's writer does at every turn of its loop).
 	loggedOutHook func()
 }
 

@@ -197,7 +197,7 @@ func TestOverflowBlockedWriter(t *testing.T) {
 	want := floodPaced(t, r, "alice", overflowEvents, func(n int) bool { return fastOut.Len() == n })
 	t.Logf("%d events delivered to the reading session in %v while the other one was stuck", overflowEvents, time.Since(start))
 	select {
-	case <-stuckOut.entered: // the stuck session's goroutine is inside Write
+	case <-stuckOut.entered: // the stuck session's writer is inside Write
 	default:
 		t.Fatal("the stuck session was never written to")
 	}
@@ -219,55 +219,112 @@ func TestOverflowBlockedWriter(t *testing.T) {
 	sameLines(t, "reading session", fastOut.Take(), want)
 }
 
-// Unregister is idempotent; a session whose client logged out is removed
-// (also while its Write blocks), and the account's store handle is closed
-// with its last session.
+// Unregister (what the hooks call at Logout, which go-imap calls when a
+// connection closes) is idempotent. A session whose connection is gone
+// leaves the registry without it too: when a write fails (also one that
+// was blocked), and when its Out reports LoggedOut as it is next handed
+// something. The account's store handle is closed with its last session,
+// and no goroutine of the registry is left behind.
 func TestUnregisterAndLoggedOut(t *testing.T) {
-	st := newTestStore(t, "alice", "bob")
+	st := newTestStore(t, "alice", "bob", "carol")
 	logger, _ := newLog(t)
 	r := New(mapping.DefaultPolicy(), st.opener(), logger)
 	defer r.Close()
 
-	aOut, bOut := newOut(), newOut()
+	aOut, bOut, dOut := newOut(), newOut(), newOut()
 	cOut, release := newBlockingOut(r)
 	defer release()
+	dOut.err = ErrClosed // the connection is gone: every write fails
 	a := register(r, "alice", 1, aOut, "INBOX", true)
 	b := register(r, "alice", 2, bOut, "INBOX", false)
 	c := register(r, "bob", 3, cOut, "INBOX", true)
-	waitQuiet(t, r, a, b, c)
-	if n := r.Sessions(); n != 3 {
-		t.Fatalf("Sessions() = %d, want 3", n)
+	d := register(r, "carol", 4, dOut, "INBOX", true)
+	waitQuiet(t, r, a, b, c, d)
+	if n := r.Sessions(); n != 4 {
+		t.Fatalf("Sessions() = %d, want 4", n)
 	}
 
 	noPanic(t, "Unregister", func() { r.Unregister(a) })
 	noPanic(t, "second Unregister", func() { r.Unregister(a) })
-	if n := r.Sessions(); n != 2 {
-		t.Errorf("Sessions() after Unregister = %d, want 2", n)
+	if n := r.Sessions(); n != 3 {
+		t.Errorf("Sessions() after Unregister = %d, want 3", n)
 	}
 
+	// A failed write.
+	flood(r, "carol", 0, 1)
+	waitFor(t, "the session whose write failed to be removed", func() bool { return !r.HasAccount("carol") })
+
+	// Logged out without Unregister (a non-idling session: nothing is
+	// written to it), then handed a LIST line.
 	bOut.logout()
-	waitFor(t, "the logged-out session to be removed", func() bool { return r.Sessions() == 1 })
-	waitFor(t, "alice's account to be dropped", func() bool { return !r.HasAccount("alice") })
+	flood(r, "alice", 0, 1)
+	waitFor(t, "the logged-out session to be removed", func() bool { return !r.HasAccount("alice") })
 	noPanic(t, "Unregister after logout", func() { r.Unregister(b) })
 
+	// Logged out while its write blocks: the write returns ErrClosed.
 	flood(r, "bob", 0, 1)
 	<-cOut.entered
-	cOut.logout() // Write returns ErrClosed
+	cOut.logout()
 	waitFor(t, "the blocked session to be removed", func() bool { return r.Sessions() == 0 })
 	waitFor(t, "bob's account to be dropped", func() bool { return !r.HasAccount("bob") })
 	waitFor(t, "every store handle to be closed", func() bool { return st.stats.logouts.Load() == st.stats.opens.Load() })
+	waitFor(t, "the registry's goroutines to end", func() bool { return registryGoroutines() == 0 })
 
 	flood(r, "alice", 0, 1)
 	r.Publish(msgEvent(event.MessageNew, "alice", "INBOX", 0))
+	a.Flush()
 	b.Flush()
 	for i, o := range []*fakeOut{aOut, bOut} {
 		sameLines(t, fmt.Sprintf("removed session %d", i+1), o.Take(), nil)
 	}
+	if n := dOut.Len(); n != 1 {
+		t.Errorf("the session whose write failed was written %d times, want once", n)
+	}
 }
 
-// Close ends every goroutine the registry started (also a session blocked
-// in Write) and closes the store handles; afterwards Register, Publish and
-// Reconcile do nothing.
+// Sessions with nothing to write have no goroutine: a goroutine writes
+// for an idling session while something is queued and ends afterwards.
+func TestNoGoroutineWhileNothingToWrite(t *testing.T) {
+	st := newTestStore(t, "alice")
+	logger, _ := newLog(t)
+	r := New(mapping.DefaultPolicy(), st.opener(), logger)
+	defer r.Close()
+	const n = 50
+	var sessions []*Session
+	var outs []*fakeOut
+	for i := 0; i < n; i++ {
+		out := newOut()
+		outs = append(outs, out)
+		sessions = append(sessions, register(r, "alice", uint64(i+1), out, "INBOX", i%2 == 0))
+	}
+	waitQuiet(t, r, sessions...)
+	waitFor(t, "no registry goroutine", func() bool { return registryGoroutines() == 0 })
+
+	want := flood(r, "alice", 0, 3)
+	waitFor(t, "the idling sessions' lines", func() bool {
+		for i, o := range outs {
+			if i%2 == 0 && o.Len() != len(want) {
+				return false
+			}
+		}
+		return true
+	})
+	waitQuiet(t, r, sessions...)
+	waitFor(t, "the writers to end", func() bool { return registryGoroutines() == 0 })
+	for i, o := range outs {
+		if i%2 == 1 {
+			sessions[i].Flush()
+		}
+		sameLines(t, fmt.Sprintf("session %d", i+1), o.Take(), want)
+	}
+	if registryGoroutines() != 0 {
+		t.Error("Flush from the caller's goroutine left a registry goroutine")
+	}
+}
+
+// Close ends every goroutine the registry started (also a writer blocked in
+// Write) and closes the store handles; afterwards Register, Publish and
+// Reconcile do nothing and start nothing.
 func TestClose(t *testing.T) {
 	st := newTestStore(t, "alice", "bob")
 	st.createMailboxes("alice", "Archive")
@@ -291,8 +348,9 @@ func TestClose(t *testing.T) {
 	r.Publish(msgEvent(event.MessageAppend, "alice", "Archive", 0))
 	<-stuckOut.entered
 	waitFor(t, "the idling session's STATUS", func() bool { return idleOut.Len() == 1 })
-	if n := registryGoroutines(); n < 4 {
-		t.Fatalf("%d registry goroutines for 4 sessions", n)
+	flood(r, "alice", 0, 1) // queued behind the blocked write; the polling session's too
+	if n := registryGoroutines(); n < 1 {
+		t.Fatalf("%d registry goroutines while a write blocks", n)
 	}
 
 	r.Close()
@@ -304,6 +362,12 @@ func TestClose(t *testing.T) {
 	}
 	if opens, logouts := st.stats.opens.Load(), st.stats.logouts.Load(); opens != logouts {
 		t.Errorf("%d store handles opened, %d closed", opens, logouts)
+	}
+	idleOut.Take() // the STATUS from before Close
+	idle.Flush()
+	poll.Flush()
+	if registryGoroutines() != 0 {
+		t.Error("Flush after Close started a goroutine")
 	}
 
 	st.appendMsg("alice", "Archive") // a change in the store after Close
@@ -318,6 +382,7 @@ func TestClose(t *testing.T) {
 	r.Reconcile("alice")
 	r.ResyncAll()
 	late.Flush()
+	idle.SetIdle(true)
 	if n := registryGoroutines(); n != 0 {
 		t.Errorf("Register/Publish/Reconcile after Close started %d goroutines", n)
 	}
@@ -325,9 +390,6 @@ func TestClose(t *testing.T) {
 		t.Errorf("the store was opened %d times after Close", n-opens)
 	}
 	for i, o := range []*fakeOut{idleOut, pollOut, bobOut, lateOut} {
-		if i == 0 {
-			o.Take() // the STATUS from before Close
-		}
 		sameLines(t, fmt.Sprintf("session %d after Close", i+1), o.Take(), nil)
 	}
 	noPanic(t, "second Close", r.Close)
@@ -369,9 +431,11 @@ func TestRegisterAfterClose(t *testing.T) {
 	noPanic(t, "Flush of a session registered after Close whose connection is gone", s2.Flush)
 }
 
-// Register racing Close: when Close returns, no goroutine of the registry
-// may still start (Close's WaitGroup must know of every goroutine before it
-// waits; under -race a late Add is reported as a race with Wait).
+// Register, IDLE and an event racing Close: when Close returns, no
+// goroutine of the registry may still start or run (Close's WaitGroup must
+// know of every goroutine before it waits; under -race a late Add is
+// reported as a race with Wait). A session's writer asks its Out for
+// LoggedOut at every turn.
 func TestRegisterRacingClose(t *testing.T) {
 	st := newTestStore(t, "alice")
 	logger, _ := newLog(t)
@@ -382,14 +446,16 @@ func TestRegisterRacingClose(t *testing.T) {
 		out := newOut()
 		out.loggedOutHook = func() {
 			if closed.Load() {
-				late.Add(1) // a session goroutine runs after Close returned
+				late.Add(1) // session work runs after Close returned
 			}
 		}
 		started := make(chan struct{})
 		done := make(chan struct{})
 		go func() {
 			close(started)
-			r.Register("alice", 1, out)
+			s := r.Register("alice", 1, out)
+			s.SetIdle(true)
+			r.Publish(event.Event{Kind: event.MailboxCreate, Account: "alice", Mailbox: "New", Delimiter: "."})
 			close(done)
 		}()
 		<-started
@@ -402,7 +468,7 @@ func TestRegisterRacingClose(t *testing.T) {
 		}
 	}
 	if n := late.Load(); n != 0 {
-		t.Errorf("a session goroutine ran after Close returned (%d times)", n)
+		t.Errorf("a goroutine of the registry ran after Close returned (%d times)", n)
 	}
 }
 
@@ -535,4 +601,51 @@ func TestOneWorkerPerAccount(t *testing.T) {
 	if n := violations.Load(); n != 0 {
 		t.Errorf("%d STATUS queries ran while the account had no worker on record (two workers at once)", n)
 	}
+}
+
+// The mailbox list a session has been told is the account's, shared, not a
+// copy per session: sessions take the account's new version as they are
+// handed each mailbox event, and one that fell behind (an overflow) shares
+// it again once it has been told the difference.
+func TestSessionsShareMailboxList(t *testing.T) {
+	st := overflowStore(t)
+	logger, _ := newLog(t)
+	r := New(mapping.DefaultPolicy(), st.opener(), logger)
+	defer r.Close()
+	idleOut, pollOut := newOut(), newOut()
+	idle := register(r, "alice", 1, idleOut, "INBOX", true)
+	poll := register(r, "alice", 2, pollOut, "INBOX", false)
+	waitQuiet(t, r, idle, poll)
+	shares := func(s *Session) bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		a := r.accounts["alice"]
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return a != nil && !s.namesOwn && s.namesGen == a.namesGen && sameNames(s.names, a.names)
+	}
+	if !shares(idle) || !shares(poll) {
+		t.Fatal("sessions do not share the account's mailbox list at registration")
+	}
+
+	want := flood(r, "alice", 0, 3)
+	waitFor(t, "the idling session's lines", func() bool { return idleOut.Len() == len(want) })
+	waitQuiet(t, r, idle, poll)
+	if !shares(idle) {
+		t.Error("the idling session does not share the list after the mailbox events")
+	}
+	if shares(poll) {
+		t.Error("the polling session shares the new list before it was told")
+	}
+	poll.Flush()
+	if !shares(poll) {
+		t.Error("the polling session does not share the list after its Flush")
+	}
+
+	// An overflow: the session is told the difference and shares again.
+	flood(r, "alice", 3, overflowEvents)
+	waitFor(t, "the resynchronisation", func() bool {
+		poll.Flush()
+		return shares(poll)
+	})
 }

@@ -8,10 +8,11 @@
 // sessions of the event's account only. Message events in a mailbox become
 // one STATUS query per account and burst (an account's sessions share it);
 // mailbox events (LIST) go to each session's queue as they are. Every
-// session has a bounded queue and one goroutine that writes to its
-// connection while the client IDLEs; the session's own command goroutine
-// writes at NOOP/CHECK (Session.Flush). mapping decides what each session is
-// told.
+// session has a bounded queue; while its client IDLEs, a goroutine writes
+// what is queued to its connection and ends when the queue is empty, and the
+// session's own command goroutine writes at NOOP/CHECK (Session.Flush). A
+// session has no goroutine while it has nothing to write. mapping decides
+// what each session is told.
 //
 // registry imports event and mapping; it must not import hooks or the
 // module root. Everything it starts belongs to the Registry and ends in
@@ -59,8 +60,8 @@ type Out interface {
 // update can come between reading sequence numbers and writing them). It
 // reports complete=false when an announced message cannot be read yet (the
 // caller retries); with giveUp it skips such messages. It is called from
-// the session's goroutine or its command goroutine, never from inside the
-// store's update callback.
+// the session's writer goroutine or its command goroutine, never from
+// inside the store's update callback.
 type Fetcher interface {
 	FetchNew(items mapping.FetchItems, write func([][]byte) error, giveUp bool) (complete bool, err error)
 }
@@ -85,18 +86,35 @@ type Registry struct {
 	hier   map[string]*hierarchyLock
 
 	stop chan struct{}
-	wg   sync.WaitGroup
+	// goMu guards stopped, which Close sets before it waits for wg: no
+	// goroutine of the registry starts after that (goSafe).
+	goMu    sync.Mutex
+	stopped bool
+	wg      sync.WaitGroup
+
+	// takeWait bounds how long an account's worker waits for a session to
+	// take the last value of a mailbox before it queries the mailbox again
+	// (account.awaitTaken). Sessions that idle take a value as soon as
+	// their writer runs, within microseconds; the bound is for a writer
+	// that does not come (its client has stopped reading).
+	takeWait time.Duration
+	// doubtWait bounds how long the worker holds back the query of changes
+	// that the last query of their mailbox may have seen, waiting for
+	// another change to share a query with (account.awaitDoubt).
+	doubtWait time.Duration
 }
 
 // New returns an empty registry that applies policy and queries the inner
 // store through open.
 func New(policy mapping.Policy, open Opener, logger log.Logger) *Registry {
 	return &Registry{
-		policy:   policy,
-		open:     open,
-		log:      logger,
-		accounts: map[string]*account{},
-		stop:     make(chan struct{}),
+		policy:    policy,
+		open:      open,
+		log:       logger,
+		accounts:  map[string]*account{},
+		stop:      make(chan struct{}),
+		takeWait:  5 * time.Millisecond,
+		doubtWait: 5 * time.Millisecond,
 	}
 }
 
@@ -107,19 +125,28 @@ func (r *Registry) SetMetrics(m *metrics.Set) { r.metrics = m }
 // Policy returns the policy the registry applies.
 func (r *Registry) Policy() mapping.Policy { return r.policy }
 
-// go runs f in a goroutine owned by the registry: it recovers panics (logged
-// with their stack) and is waited for by Close.
-func (r *Registry) goSafe(what string, f func()) {
+// goSafe runs f in a goroutine owned by the registry: it recovers panics
+// (logged with their stack, what and name say whose) and is waited for by
+// Close. It reports false, and does not run f, once Close has begun. It may
+// be called with any of the registry's or a session's locks held.
+func (r *Registry) goSafe(what, name string, f func()) bool {
+	r.goMu.Lock()
+	if r.stopped {
+		r.goMu.Unlock()
+		return false
+	}
 	r.wg.Add(1)
+	r.goMu.Unlock()
 	go func() {
 		defer r.wg.Done()
 		defer func() {
 			if p := recover(); p != nil {
-				r.log.Printf("panic in %s: %v\n%s", what, p, debug.Stack())
+				r.log.Printf("panic in %s %s: %v\n%s", what, name, p, debug.Stack())
 			}
 		}()
 		f()
 	}()
+	return true
 }
 
 // Close stops every goroutine of the registry and waits for them. Sessions
@@ -132,8 +159,16 @@ func (r *Registry) Close() {
 	}
 	r.closed = true
 	close(r.stop)
+	r.goMu.Lock()
+	r.stopped = true
+	r.goMu.Unlock()
 	accts := r.accounts
 	r.accounts = map[string]*account{}
+	for _, a := range accts {
+		for _, s := range a.sessions {
+			s.leave()
+		}
+	}
 	r.mu.Unlock()
 	r.wg.Wait()
 	for _, a := range accts {
@@ -154,24 +189,21 @@ func (r *Registry) Sessions() int {
 
 // Register adds the session id of account, writing to out. The caller then
 // keeps the session's view current (Select, SetIdle) and calls Unregister
-// when it logs out; a session whose Out reports LoggedOut is removed too.
-// Register on a closed registry returns a session that is never told
-// anything.
+// when it logs out (and when its connection closes); a session whose write
+// fails leaves too, and so does one whose Out reports LoggedOut when it is
+// next handed something or enters IDLE. Register on a closed registry
+// returns a session that is never told anything.
 func (r *Registry) Register(acct string, id uint64, out Out) *Session {
 	s := &Session{
 		reg:     r,
 		id:      id,
 		account: acct,
 		out:     out,
-		view:    mapping.NewStatusView(r.policy.StatusItems),
-		wake:    make(chan struct{}, 1),
-		retry:   make(chan time.Duration, 1),
-		gone:    make(chan struct{}),
 	}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		s.closeOnce.Do(func() { close(s.gone) })
+		s.leave()
 		return s
 	}
 	a := r.accounts[acct]
@@ -186,7 +218,7 @@ func (r *Registry) Register(acct string, id uint64, out Out) *Session {
 		if r.closed {
 			r.mu.Unlock()
 			fresh.logout(r)
-			s.closeOnce.Do(func() { close(s.gone) })
+			s.leave()
 			return s
 		}
 		if a = r.accounts[acct]; a == nil {
@@ -200,9 +232,11 @@ func (r *Registry) Register(acct string, id uint64, out Out) *Session {
 		}
 	}
 	a.sessions[id] = s
-	s.names = cloneNames(a.names) // what its client may know: the list at its SELECT
-	// Started under mu: Close (which sets closed under mu) then waits for it.
-	r.goSafe("session "+acct, s.run)
+	a.sessionGen++
+	// What its client may know: the list at its SELECT, shared with the
+	// account until one of them changes it.
+	s.names, s.namesGen = a.names, a.namesGen
+	a.namesShared = true
 	r.mu.Unlock()
 	r.metrics.SessionsAdd(1)
 	return s
@@ -213,7 +247,7 @@ func (r *Registry) Register(acct string, id uint64, out Out) *Session {
 // store cannot be read now, the worker learns them later (baseline).
 func (r *Registry) newAccount(acct string) (a *account) {
 	a = &account{name: acct, sessions: map[uint64]*Session{}, cache: map[string]mapping.Status{},
-		pending: map[string]uint64{}, unsure: map[string]bool{}}
+		pending: map[string]pendingChange{}}
 	// This runs on the client's command goroutine: a failure here must not
 	// fail its SELECT.
 	defer func() {
@@ -255,15 +289,53 @@ func (r *Registry) Unregister(s *Session) {
 		}
 	}
 	r.mu.Unlock()
-	s.closeOnce.Do(func() { close(s.gone) })
+	s.leave()
 	if last != nil {
 		last.logout(r)
 	}
 }
 
+// shareNames makes s share the account's mailbox list again once what it
+// has been told equals it (usually as soon as it has been handed the
+// mailbox events): a copy per session only while they differ.
+func (r *Registry) shareNames(s *Session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.accounts[s.account]
+	if a == nil || a.sessions[s.id] != s || a.names == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.namesOwn && sameNames(s.names, a.names) {
+		s.names, s.namesGen, s.namesOwn = a.names, a.namesGen, false
+		a.namesShared = true
+	}
+}
+
+// sameNames reports whether two mailbox sets hold the same mailboxes. Only
+// what a session's set is used for counts (relistSessions): the keys, and
+// the name and delimiter of a LIST line for a deleted mailbox.
+func sameNames(x, y map[string]imap.MailboxInfo) bool {
+	if len(x) != len(y) {
+		return false
+	}
+	for key, a := range x {
+		b, ok := y[key]
+		if !ok || a.Name != b.Name || a.Delimiter != b.Delimiter {
+			return false
+		}
+	}
+	return true
+}
+
 // Publish hands ev to the sessions of its account. It never blocks on a
 // client or on the store: message events are queued for the account's
-// STATUS work, mailbox events for each session.
+// STATUS work, mailbox events for each session. The change must be
+// committed in the store when its event is published, and ev.Time, when it
+// is read from this process's clock, must be no earlier than the commit
+// (the hooks stamp events after the store call returned): a STATUS query
+// that started later has seen the change and is not repeated for it.
 func (r *Registry) Publish(ev event.Event) {
 	if err := ev.Validate(); err != nil {
 		r.log.Error("dropping invalid event", err, "event", ev.String())
@@ -300,8 +372,14 @@ func (r *Registry) Publish(ev event.Event) {
 	if len(a.pending) > 0 {
 		a.scheduleLocked(r) // a RENAME queries the new name
 	}
+	it := item{ev: ev, kind: itemEvent, at: ev.Time}
+	if a.names != nil && len(a.sessions) > 0 {
+		// The sessions take this version when they are handed ev.
+		it.names, it.namesGen = a.names, a.namesGen
+		a.namesShared = true
+	}
 	for _, s := range a.sessions {
-		s.enqueue(item{ev: ev, kind: itemEvent, at: ev.Time})
+		s.enqueue(it)
 	}
 }
 
@@ -358,15 +436,16 @@ type account struct {
 	// cache is the last STATUS known per mailbox key (mapping's
 	// case-insensitive INBOX), shared by the sessions.
 	cache map[string]mapping.Status
-	// pending maps mailboxes with changes to the origin of the changes (0
-	// when several sessions or an outside source made them).
-	pending map[string]uint64
-	// unsure marks pending mailboxes whose only changes may have left
-	// every STATUS item as it was (flag changes, EXPUNGE or CLOSE with
-	// nothing to remove): their value is compared with the account's last
-	// known one, like a reconciliation, instead of being handed to every
-	// session.
-	unsure map[string]bool
+	// pending holds, per mailbox key, the changes no query has been run
+	// for yet.
+	pending map[string]pendingChange
+	// asked is, per mailbox key, the last query whose value went into
+	// cache (query); changes that query already saw are not queried again
+	// (seenLocked).
+	asked map[string]askedQuery
+	// sessionGen counts the sessions registered: one registered after a
+	// query was not handed its value.
+	sessionGen uint64
 	// since is the time of the earliest pending change (push latency).
 	since     time.Time
 	reconcile bool
@@ -375,11 +454,18 @@ type account struct {
 	// tell the sessions what was created or deleted meanwhile.
 	relist bool
 	// names is the account's mailbox list as last known (by key), from the
-	// baseline and the mailbox events since.
-	names map[string]imap.MailboxInfo
+	// baseline and the mailbox events since; namesGen counts its
+	// versions. While namesShared is set, sessions share the map
+	// (Session.names): a change makes a new version from a copy.
+	names       map[string]imap.MailboxInfo
+	namesGen    uint64
+	namesShared bool
 	// resync lists sessions that lost queued items and need every STATUS.
 	resync  []resyncReq
 	running bool
+	// wake tells the running worker that work came (scheduleLocked); nil
+	// until it first waits for some (awaitDoubt).
+	wake chan struct{}
 
 	user backend.User
 }
@@ -397,39 +483,109 @@ func mayBeUnchanged(k event.Kind) bool {
 	return k == event.FlagChange || k == event.MessageExpunge
 }
 
+// pendingChange is what the account knows of the changes of one mailbox
+// that no query has been run for yet.
+type pendingChange struct {
+	// origin is the session that made the changes; 0 when several
+	// sessions or an outside source made them.
+	origin uint64
+	// unsure: the changes may all have left every STATUS item as it was
+	// (flag changes, EXPUNGE or CLOSE with nothing to remove). The value
+	// is then compared with the account's last known one, like a
+	// reconciliation, instead of being handed to every session.
+	unsure bool
+	// done is no earlier than the store's commit of the newest change
+	// (changeDone).
+	done time.Time
+}
+
+// askedQuery is one STATUS query of a mailbox whose value the account took.
+type askedQuery struct {
+	start time.Time // before the store was asked
+	end   time.Time // after it answered
+	// handed: the value went to every session registered then
+	// (sessionGen), with origin as the changes' origin.
+	handed     bool
+	origin     uint64
+	sessionGen uint64
+	handoff    *handoff // nil when not handed
+}
+
 func (a *account) addPendingLocked(mbox string, origin uint64, at time.Time, unsure bool) {
 	if a.since.IsZero() || (!at.IsZero() && at.Before(a.since)) {
 		a.since = at
 	}
+	done := changeDone(at)
 	key := mailboxKey(mbox)
-	prev, ok := a.pending[key]
-	if ok && prev != origin {
+	p, ok := a.pending[key]
+	if ok && p.origin != origin {
 		origin = 0
 	}
-	a.pending[key] = origin
-	a.unsure[key] = unsure && (!ok || a.unsure[key])
+	p.origin = origin
+	p.unsure = unsure && (!ok || p.unsure)
+	if done.After(p.done) {
+		p.done = done
+	}
+	a.pending[key] = p
+}
+
+// changeDone returns a time no earlier than the store's commit of a change
+// whose event says it completed at t (Publish). A time read from this
+// process's clock (it carries a monotonic reading; the hooks stamp events
+// after the store call returned) is used as it is. An event from another
+// instance carries another machine's clock, decoded from the broker's
+// message, and an event may carry none: such a change was committed before
+// it was published, so now will do.
+func changeDone(t time.Time) time.Time {
+	if t != t.Round(0) { // Round(0) strips the monotonic reading, if any
+		return t
+	}
+	return time.Now()
+}
+
+// seenLocked reports whether the last query of key (asked) already saw
+// every pending change of it, so that querying again could only repeat its
+// value: each change was committed before that query started. A value that
+// can go to every session (not unsure) must also have been handed on as
+// this query's would be: to every session registered now, and to none as
+// its own change that this one would tell it about.
+func (a *account) seenLocked(key string, p pendingChange) bool {
+	q, ok := a.asked[key]
+	if !ok || p.done.IsZero() || !p.done.Before(q.start) {
+		return false
+	}
+	if p.unsure {
+		// Compared with cache, which holds that query's value.
+		return true
+	}
+	return q.handed && q.sessionGen == a.sessionGen && (q.origin == 0 || q.origin == p.origin)
+}
+
+// doubtLocked reports whether the last query of key may have seen the
+// pending changes of it without seenLocked being sure: the newest of them
+// completed while that query ran.
+func (a *account) doubtLocked(key string, p pendingChange) bool {
+	q, ok := a.asked[key]
+	return ok && !p.done.IsZero() && !p.done.Before(q.start) && !p.done.After(q.end)
 }
 
 // applyMailboxEventLocked keeps the STATUS cache in step with the mailbox
 // hierarchy.
 func (a *account) applyMailboxEventLocked(ev event.Event) {
 	if a.names != nil {
-		switch ev.Kind {
-		case event.MailboxCreate, event.SubscriptionChange:
-			a.names[mailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
-		case event.MailboxDelete:
-			delete(a.names, mailboxKey(ev.Mailbox))
-		case event.MailboxRename:
-			if !mapping.IsInbox(ev.OldMailbox) {
-				delete(a.names, mailboxKey(ev.OldMailbox))
-			}
-			a.names[mailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
+		if a.namesShared {
+			a.names, a.namesShared = cloneNames(a.names), false
 		}
+		applyNameEvent(a.names, ev)
+		a.namesGen++
 	}
 	switch ev.Kind {
 	case event.MailboxDelete:
 		delete(a.cache, mailboxKey(ev.Mailbox))
+		delete(a.asked, mailboxKey(ev.Mailbox))
 	case event.MailboxRename:
+		// What was asked under the old names is no guide any more.
+		clear(a.asked)
 		old, nw := mailboxKey(ev.OldMailbox), mailboxKey(ev.Mailbox)
 		if old == "INBOX" {
 			// RENAME INBOX moves the messages and leaves INBOX empty.
@@ -449,13 +605,10 @@ func (a *account) applyMailboxEventLocked(ev event.Event) {
 		// Changes not queried yet belong to the new name now. A query of
 		// the old name may be running: it finds nothing, so the new name
 		// is queried again and compared with what the account knows.
-		for key, origin := range a.pending {
+		for key, p := range a.pending {
 			if moved(key) {
-				unsure := a.unsure[key]
 				delete(a.pending, key)
-				delete(a.unsure, key)
-				a.pending[nw+key[len(old):]] = origin
-				a.unsure[nw+key[len(old):]] = unsure
+				a.pending[nw+key[len(old):]] = p
 			}
 		}
 		a.addPendingLocked(ev.Mailbox, 0, ev.Time, true)
@@ -465,10 +618,16 @@ func (a *account) applyMailboxEventLocked(ev event.Event) {
 // scheduleLocked starts the account's worker unless it runs already.
 func (a *account) scheduleLocked(r *Registry) {
 	if a.running {
+		if a.wake != nil {
+			select {
+			case a.wake <- struct{}{}:
+			default:
+			}
+		}
 		return
 	}
-	a.running = true
-	r.goSafe("account "+a.name, func() { a.work(r) })
+	// Refused only once Close has begun; then nothing is owed any more.
+	a.running = r.goSafe("account", a.name, func() { a.work(r) })
 }
 
 // statusJob is one STATUS query the worker owes and to whom.
@@ -485,7 +644,11 @@ type statusJob struct {
 // work runs the account's STATUS queries until nothing is pending. One
 // query per mailbox and pass: changes that arrive while it queries are
 // picked up by the next pass, so the last STATUS a session gets is the
-// state after the burst.
+// state after the burst. A query is not repeated for changes the last one
+// saw (seenLocked), and a pass first waits, briefly, for the sessions to
+// take the last values (awaitTaken) and for a change the last query cannot
+// have seen (awaitDoubt): in a burst every query then tells every idling
+// session something.
 func (a *account) work(r *Registry) {
 	var owed []resyncReq // taken resync requests, answered whatever happens
 	finished := false
@@ -510,6 +673,8 @@ func (a *account) work(r *Registry) {
 			return
 		default:
 		}
+		a.awaitTaken(r)
+		a.awaitDoubt(r)
 		r.mu.Lock()
 		jobs, baseline, reconcile, relist, resync := a.takeLocked()
 		if jobs == nil && !baseline && !reconcile && !relist && resync == nil {
@@ -559,6 +724,80 @@ func (a *account) work(r *Registry) {
 	}
 }
 
+// awaitTaken waits, up to Registry.takeWait, until the sessions whose
+// writers were about to take the last values of the pending mailboxes have
+// taken them (handoff). Meanwhile more changes may come, which the next
+// query then covers too.
+func (a *account) awaitTaken(r *Registry) {
+	var wait []*handoff
+	r.mu.Lock()
+	for key := range a.pending {
+		h := a.asked[key].handoff
+		if h == nil {
+			continue
+		}
+		select {
+		case <-h.done:
+		default:
+			wait = append(wait, h)
+		}
+	}
+	r.mu.Unlock()
+	if len(wait) == 0 {
+		return
+	}
+	timer := time.NewTimer(r.takeWait)
+	defer timer.Stop()
+	for _, h := range wait {
+		select {
+		case <-h.done:
+		case <-timer.C:
+			return
+		case <-r.stop:
+			return
+		}
+	}
+}
+
+// awaitDoubt holds back, up to Registry.doubtWait, a pass whose only work
+// is changes that the last query of their mailbox may already have seen:
+// each was published while that query ran (doubtLocked). If it saw them,
+// querying now would only repeat its value; the next change of the
+// mailbox, which it cannot have seen, is queried with them instead. With
+// no such change the wait ends at the bound and they are queried.
+func (a *account) awaitDoubt(r *Registry) {
+	r.mu.Lock()
+	if a.wake == nil {
+		a.wake = make(chan struct{}, 1)
+	}
+	select {
+	case <-a.wake: // a change that is pending now
+	default:
+	}
+	doubt := !a.baseline && !a.reconcile && !a.relist && len(a.resync) == 0
+	some := false
+	for key, p := range a.pending {
+		switch {
+		case a.seenLocked(key, p):
+		case a.doubtLocked(key, p):
+			some = true
+		default:
+			doubt = false
+		}
+	}
+	r.mu.Unlock()
+	if !doubt || !some {
+		return
+	}
+	timer := time.NewTimer(r.doubtWait)
+	defer timer.Stop()
+	select {
+	case <-a.wake:
+	case <-timer.C:
+	case <-r.stop:
+	}
+}
+
 // relistSessions tells sessions that lost queued items (an overflow)
 // which mailboxes were created or deleted since they were last told: the
 // difference between the mailbox set each session has been told and the
@@ -597,7 +836,7 @@ func (a *account) relistSessions(r *Registry, sessions []*Session) {
 			if r.policy.Events.Has(ev.Kind) {
 				s.enqueue(item{ev: ev, kind: itemEvent, at: now, resync: true})
 			} else {
-				s.applyName(ev)
+				s.applyName(item{ev: ev, kind: itemEvent})
 			}
 		}
 	}
@@ -650,13 +889,13 @@ func (a *account) takeSince(r *Registry) time.Time {
 }
 
 func (a *account) takeLocked() (jobs []statusJob, baseline, reconcile, relist bool, resync []resyncReq) {
-	for mbox, origin := range a.pending {
-		jobs = append(jobs, statusJob{mailbox: mbox, origin: origin, changed: !a.unsure[mbox]})
+	for key, p := range a.pending {
+		if a.seenLocked(key, p) {
+			continue
+		}
+		jobs = append(jobs, statusJob{mailbox: key, origin: p.origin, changed: !p.unsure})
 	}
-	if len(a.pending) > 0 {
-		a.pending = map[string]uint64{}
-		a.unsure = map[string]bool{}
-	}
+	clear(a.pending)
 	baseline, reconcile, relist, resync = a.baseline, a.reconcile, a.relist, a.resync
 	a.baseline, a.reconcile, a.relist, a.resync = false, false, false, nil
 	return jobs, baseline, reconcile, relist, resync
@@ -699,7 +938,8 @@ func (a *account) syncNames(r *Registry, tell bool) {
 	}
 	r.mu.Lock()
 	before := a.names
-	a.names = now
+	a.names, a.namesShared = now, false
+	a.namesGen++
 	var evs []event.Event
 	if tell && before != nil {
 		for key, info := range now {
@@ -720,6 +960,7 @@ func (a *account) syncNames(r *Registry, tell bool) {
 		}
 		if ev.Kind == event.MailboxDelete {
 			delete(a.cache, mailboxKey(ev.Mailbox))
+			delete(a.asked, mailboxKey(ev.Mailbox))
 		}
 		for _, s := range a.sessions {
 			s.enqueue(item{ev: ev, kind: itemEvent, at: time.Now()})
@@ -845,7 +1086,9 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 	}
 	for _, j := range uniq {
 		key := mailboxKey(j.mailbox)
+		start := time.Now()
 		st, err := a.status(r, j.mailbox)
+		end := time.Now()
 		if err != nil {
 			if !errors.Is(err, backend.ErrNoSuchMailbox) {
 				r.log.Error("STATUS query failed; sessions keep their last values", err,
@@ -870,10 +1113,25 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 		} else {
 			targets = append(targets, resync...)
 		}
+		var h *handoff
+		if changed && len(targets) > 0 {
+			h = newHandoff()
+		}
+		if a.asked == nil {
+			a.asked = map[string]askedQuery{}
+		}
+		a.asked[key] = askedQuery{start: start, end: end, handed: changed, origin: j.origin,
+			sessionGen: a.sessionGen, handoff: h}
 		r.mu.Unlock()
+		prompt := 0
 		for _, s := range targets {
-			s.enqueue(item{kind: itemStatus, mailbox: j.mailbox, status: st, origin: j.origin, at: since,
-				resync: slices.Contains(resync, s)})
+			if s.enqueue(item{kind: itemStatus, mailbox: j.mailbox, status: st, origin: j.origin, at: since,
+				resync: slices.Contains(resync, s), handoff: h}) {
+				prompt++
+			}
+		}
+		if h != nil {
+			h.counted(prompt)
 		}
 	}
 }

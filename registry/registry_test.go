@@ -7,7 +7,9 @@ import (
 	"regexp"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-imap/backend"
 	imapsql "github.com/foxcpp/go-imap-sql"
@@ -542,5 +544,212 @@ func TestResyncAll(t *testing.T) {
 		})
 	} else {
 		t.Errorf("got %d lines, want 3:\n%s", len(got), quoteLines(got))
+	}
+}
+
+// A change that the account's last STATUS query of its mailbox already saw
+// (it was committed before that query started, and published after) is not
+// queried again: the query could only repeat the value every session was
+// handed. It is queried when that is not certain: the event's time is from
+// another clock (another instance), the change came after the query
+// started, a session registered since, or the last value went to a session
+// as its own change and this one was someone else's. A change that may
+// have left STATUS as it was (a flag change) is compared with that value
+// and so is not queried either.
+func TestStatusNotRepeatedForSeenChange(t *testing.T) {
+	st := newTestStore(t, "alice")
+	st.createMailboxes("alice", "Archive")
+	logger, logs := newLog(t)
+	r := New(mapping.DefaultPolicy(), st.opener(), logger)
+	defer r.Close()
+	aOut, bOut, cOut := newOut(), newOut(), newOut()
+	a := register(r, "alice", 1, aOut, "INBOX", true)
+	b := register(r, "alice", 2, bOut, "INBOX", true)
+	c := register(r, "alice", 3, cOut, "INBOX", false)
+	all := []*Session{a, b, c}
+	waitQuiet(t, r, all...)
+
+	line := func() string { return st.statusLine("alice", "Archive", mapping.DefaultPolicy().StatusItems) }
+	queries := func() int { return st.stats.Status("Archive") }
+	publish := func(kind event.Kind, origin uint64, at time.Time) {
+		r.Publish(event.Event{Kind: kind, Account: "alice", Mailbox: "Archive", Origin: origin, Time: at})
+		waitQuiet(t, r, all...)
+	}
+	// step publishes and checks how many queries it caused and what the
+	// idling sessions got.
+	step := func(what string, kind event.Kind, origin uint64, at time.Time, wantQueries int, wantA, wantB []string) {
+		t.Helper()
+		n := queries()
+		publish(kind, origin, at)
+		if got := queries() - n; got != wantQueries {
+			t.Errorf("%s: %d STATUS queries, want %d", what, got, wantQueries)
+		}
+		sameLines(t, what+": session 1", aOut.Take(), wantA)
+		sameLines(t, what+": session 2", bOut.Take(), wantB)
+	}
+
+	st.appendMsg("alice", "Archive")
+	one := line()
+	step("first change", event.MessageAppend, 0, time.Now(), 1, []string{one}, []string{one})
+
+	// The second APPEND commits; the event of a third change starts a
+	// query, which sees it; then the second APPEND's event comes.
+	st.appendMsg("alice", "Archive")
+	committed := time.Now() // as the hooks stamp it: after the store call returned
+	two := line()
+	step("a change after the commit", event.MessageAppend, 0, time.Now(), 1, []string{two}, []string{two})
+	step("the change the query saw", event.MessageAppend, 0, committed, 0, nil, nil)
+	step("a flag change the query saw", event.FlagChange, 0, committed, 0, nil, nil)
+	step("a change without a time", event.MessageAppend, 0, time.Time{}, 1, nil, nil)
+	step("another instance's change (wall clock only)", event.MessageAppend, 0, committed.Round(0), 1, nil, nil)
+	step("a change after the query started", event.MessageAppend, 0, time.Now(), 1, nil, nil)
+
+	// A session registered since the last query was not handed its value.
+	dOut := newOut()
+	d := register(r, "alice", 4, dOut, "INBOX", true)
+	all = append(all, d)
+	waitQuiet(t, r, all...)
+	step("a change the query saw, a session registered since", event.MessageAppend, 0, committed, 1, nil, nil)
+	sameLines(t, "the session registered since", dOut.Take(), []string{two})
+
+	// The last value went to session 1 as its own change (it was not
+	// told); a change by someone else is queried, so that it is told.
+	st.appendMsg("alice", "Archive")
+	committed = time.Now()
+	three := line()
+	step("session 1's change", event.MessageAppend, a.ID(), time.Now(), 1, nil, []string{three})
+	step("someone else's change the query of session 1's saw", event.MessageAppend, 0, committed, 1, []string{three}, nil)
+	step("then session 1's change that query saw", event.MessageAppend, a.ID(), committed, 0, nil, nil)
+
+	c.Flush()
+	sameLines(t, "the polling session", cOut.Take(), []string{three})
+	if n := logs.Count("error"); n != 0 {
+		t.Errorf("unexpected errors logged:\n%s", logs)
+	}
+}
+
+// The next STATUS query of a mailbox waits until the sessions whose writer
+// was about to take the last value of it have taken it: otherwise, when the
+// writers lag behind the worker, the next value replaces the last one in
+// their queues and they are told only every other value. It does not wait
+// for a session that does not idle (nothing takes a value before the
+// client's NOOP) or whose writer is in the middle of a write (its client
+// may have stopped reading).
+func TestStatusQueryWaitsForTheLastValue(t *testing.T) {
+	st := newTestStore(t, "alice")
+	st.createMailboxes("alice", "Archive")
+	logger, _ := newLog(t)
+	r := New(mapping.DefaultPolicy(), st.opener(), logger)
+	r.takeWait = time.Minute // only the session taking the value ends the wait here
+	defer r.Close()
+	out := newOut()
+	s := register(r, "alice", 1, out, "INBOX", true)
+	waitQuiet(t, r, s)
+	line := func() string { return st.statusLine("alice", "Archive", mapping.DefaultPolicy().StatusItems) }
+
+	// The session's writer is held up before it takes its queue.
+	s.flushMu.Lock()
+	queries := st.stats.Status("Archive")
+	st.appendMsg("alice", "Archive")
+	one := line()
+	r.Publish(msgEvent(event.MessageAppend, "alice", "Archive", 0))
+	waitFor(t, "the first query", func() bool { return st.stats.Status("Archive") == queries+1 })
+	st.appendMsg("alice", "Archive")
+	two := line()
+	r.Publish(msgEvent(event.MessageAppend, "alice", "Archive", 0))
+	time.Sleep(20 * time.Millisecond) // the worker would query now if it did not wait
+	if n := st.stats.Status("Archive") - queries; n != 1 {
+		t.Errorf("%d queries before the session took the first value, want 1", n)
+	}
+	s.flushMu.Unlock()
+	waitFor(t, "both values", func() bool { return out.Len() == 2 })
+	waitQuiet(t, r, s)
+	sameLines(t, "the session", out.Take(), []string{one, two})
+
+	// A session whose writer is stuck in a write and one that does not
+	// idle: no waiting.
+	r2 := New(mapping.DefaultPolicy(), st.opener(), logger)
+	r2.takeWait = time.Minute
+	defer r2.Close()
+	stuckOut, release := newBlockingOut(r2)
+	defer release()
+	stuck := register(r2, "alice", 2, stuckOut, "INBOX", true)
+	pollOut := newOut()
+	poll := register(r2, "alice", 3, pollOut, "INBOX", false)
+	waitQuiet(t, r2, stuck, poll)
+	flood(r2, "alice", 0, 1)
+	<-stuckOut.entered
+	start := time.Now()
+	for i := 0; i < 3; i++ {
+		st.appendMsg("alice", "Archive")
+		r2.Publish(msgEvent(event.MessageAppend, "alice", "Archive", 0))
+		waitQuiet(t, r2, poll)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("three queries took %v: the worker waited", d)
+	}
+	poll.Flush()
+	sameLines(t, "the polling session", pollOut.Take(), []string{"* LIST (\\HasNoChildren) \".\" \"Box000\"\r\n", line()})
+}
+
+// A change published while the last query of its mailbox ran may have been
+// seen by it: its query is held back until the next change of the mailbox,
+// which the query cannot have seen, and both share one query. Without a
+// next change it is queried after Registry.doubtWait all the same (the
+// last value each session gets stays exact).
+func TestStatusDoubtfulChangeWaitsForNext(t *testing.T) {
+	for _, next := range []bool{true, false} {
+		name := map[bool]string{true: "a next change", false: "no next change"}[next]
+		t.Run(name, func(t *testing.T) {
+			st := newTestStore(t, "alice")
+			st.createMailboxes("alice", "Archive")
+			logger, _ := newLog(t)
+			r := New(mapping.DefaultPolicy(), st.opener(), logger)
+			r.doubtWait = time.Minute
+			if !next {
+				r.doubtWait = 50 * time.Millisecond
+			}
+			defer r.Close()
+			out := newOut()
+			s := register(r, "alice", 1, out, "INBOX", true)
+			waitQuiet(t, r, s)
+			line := func() string { return st.statusLine("alice", "Archive", mapping.DefaultPolicy().StatusItems) }
+
+			// While the first query runs (after it started, before the
+			// store reads), a second APPEND commits and is published.
+			var armed atomic.Bool
+			armed.Store(true)
+			st.stats.setStatusHook(func(_, mbox string) {
+				if mbox == "Archive" && armed.CompareAndSwap(true, false) {
+					st.appendMsg("alice", "Archive")
+					r.Publish(msgEvent(event.MessageAppend, "alice", "Archive", 0))
+				}
+			})
+			queries := st.stats.Status("Archive")
+			st.appendMsg("alice", "Archive")
+			r.Publish(msgEvent(event.MessageAppend, "alice", "Archive", 0))
+			waitFor(t, "the first STATUS", func() bool { return out.Len() == 1 })
+			two := line()
+			sameLines(t, "the first query's value", out.Take(), []string{two})
+			time.Sleep(20 * time.Millisecond)
+			if n := st.stats.Status("Archive") - queries; n != 1 {
+				t.Errorf("%d queries before the next change, want 1", n)
+			}
+			if !next {
+				waitQuiet(t, r, s)
+				if n := st.stats.Status("Archive") - queries; n != 2 {
+					t.Errorf("%d queries, want 2 (the doubtful change queried after the wait)", n)
+				}
+				sameLines(t, "after the wait", out.Take(), nil)
+				return
+			}
+			st.appendMsg("alice", "Archive")
+			r.Publish(msgEvent(event.MessageAppend, "alice", "Archive", 0))
+			waitQuiet(t, r, s)
+			if n := st.stats.Status("Archive") - queries; n != 2 {
+				t.Errorf("%d queries for three changes, want 2", n)
+			}
+			sameLines(t, "the next change", out.Take(), []string{line()})
+		})
 	}
 }

@@ -33,6 +33,66 @@ type item struct {
 	// is bounded by the account's mailboxes, not by traffic, and they are
 	// never dropped (dropping them would overflow the session again).
 	resync bool
+	// handoff, on a STATUS value handed to every session, counts the item
+	// taken when a Flush takes it (or it is dropped), if prompt: it was
+	// queued while the client idled and no write was under way, so that
+	// the session's writer is about to take it.
+	handoff *handoff
+	prompt  bool
+	// names, on a mailbox event, is the account's mailbox set once it was
+	// applied, version namesGen (account.names); nil when unknown.
+	names    map[string]imap.MailboxInfo
+	namesGen uint64
+}
+
+// handoff is one STATUS value of a mailbox that the account's worker
+// handed to its sessions. Before it queries the mailbox again, the worker
+// waits (briefly, see awaitTaken) until the sessions whose writer was about
+// to take the value have taken it: a value still queued when the next one
+// comes is replaced by it, and a session whose writer lags behind the
+// worker would be told only every other value.
+type handoff struct {
+	mu    sync.Mutex
+	want  int // prompt items queued; -1 until the worker has counted them
+	taken int // prompt items taken
+	done  chan struct{}
+}
+
+func newHandoff() *handoff { return &handoff{want: -1, done: make(chan struct{})} }
+
+// take counts one prompt item taken.
+func (h *handoff) take() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.taken++
+	h.closeLocked()
+}
+
+// counted records how many prompt items the worker queued.
+func (h *handoff) counted(n int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.want = n
+	h.closeLocked()
+}
+
+func (h *handoff) closeLocked() {
+	if h.want >= 0 && h.taken >= h.want {
+		select {
+		case <-h.done:
+		default:
+			close(h.done)
+		}
+	}
+}
+
+// takeAll counts the prompt items of a queue taken (by Flush, or dropped).
+func takeAll(queue []item) {
+	for _, it := range queue {
+		if it.handoff != nil && it.prompt {
+			it.handoff.take()
+		}
+	}
 }
 
 // Session is one IMAP connection of an account that has a mailbox selected.
@@ -40,8 +100,9 @@ type item struct {
 // Its queue is bounded by QueueLimit: when a slow or stuck client lets it
 // overflow, the queue is dropped and the session is resynchronised by state
 // (a fresh STATUS of every mailbox in scope; what it was already told is not
-// repeated). Its goroutine writes while the client IDLEs; Flush writes from
-// the caller's goroutine (NOOP/CHECK).
+// repeated). A session has no goroutine of its own: while the client IDLEs,
+// queuing starts a writer goroutine, which ends once the queue is empty;
+// Flush writes from the caller's goroutine (NOOP/CHECK).
 type Session struct {
 	reg     *Registry
 	id      uint64
@@ -52,33 +113,42 @@ type Session struct {
 	selected string
 	fetcher  Fetcher
 	idling   bool
-	queue    []item
+	// writing: a writer goroutine runs (kickLocked); no second one starts.
+	// flushing: a Flush has taken the queue and is writing it.
+	writing  bool
+	flushing bool
+	// gone: the session left the registry (or the registry closed): it is
+	// queued nothing more and no writer starts for it.
+	gone     bool
 	overflow bool
+	queue    []item
 	// fetchTries counts FetchNew calls that found an announced message not
 	// yet readable; they are retried with backoff, up to maxFetchTries.
 	fetchTries int
 	// retryAt is when the store announced the messages a retry fetches
 	// (push latency is measured from there, not from the retry).
 	retryAt time.Time
+	// retry queues the FETCH retry when it fires; nil until the first one.
+	retry *time.Timer
 	// names is the mailbox set (by key) the session has been told: the
 	// account's at registration and every mailbox event it was handed
 	// since; nil when unknown. An overflow resynchronises it
-	// (account.relistSessions).
-	names map[string]imap.MailboxInfo
+	// (account.relistSessions). Unless namesOwn is set it is the account's
+	// map of version namesGen, shared and never modified (applyName
+	// copies it first).
+	names    map[string]imap.MailboxInfo
+	namesGen uint64
+	namesOwn bool
 	// commits counts the store's commits of new messages in the selected
 	// mailbox (committed); a FETCH that found a message unreadable retries
 	// at once if one came meanwhile.
 	commits uint64
 
-	// flushMu serialises Flush between the session goroutine and the
-	// command goroutine; view is only touched under it.
+	// flushMu serialises Flush between the writer goroutine and the
+	// command goroutine; view is only touched under it. view is nil until
+	// the session is handed its first STATUS value.
 	flushMu sync.Mutex
 	view    *mapping.StatusView
-
-	wake      chan struct{}
-	retry     chan time.Duration // asks the session goroutine for a FETCH retry
-	gone      chan struct{}
-	closeOnce sync.Once
 }
 
 // ID returns the session's opaque id (the Origin of its own events).
@@ -92,7 +162,9 @@ func (s *Session) Select(mailbox string, f Fetcher) {
 	s.selected, s.fetcher = mailbox, f
 	s.mu.Unlock()
 	s.flushMu.Lock()
-	s.view.Forget(mailbox)
+	if s.view != nil {
+		s.view.Forget(mailbox)
+	}
 	s.flushMu.Unlock()
 }
 
@@ -106,21 +178,21 @@ func (s *Session) Unselect(mailbox string) {
 	s.mu.Unlock()
 }
 
-// SetIdle records whether the client is in IDLE; entering IDLE wakes the
-// session goroutine to write what is queued.
+// SetIdle records whether the client is in IDLE; entering IDLE starts a
+// writer for what is queued.
 func (s *Session) SetIdle(idling bool) {
 	s.mu.Lock()
 	was := s.idling
 	s.idling = idling
+	if idling {
+		s.kickLocked()
+	}
 	s.mu.Unlock()
 	switch {
 	case idling && !was:
 		s.reg.metrics.IdlingAdd(1)
 	case !idling && was:
 		s.reg.metrics.IdlingAdd(-1)
-	}
-	if idling {
-		s.wakeUp()
 	}
 }
 
@@ -157,105 +229,169 @@ func (s *Session) StoreUpdate(kind string) {
 	s.reg.metrics.Pushed(kind, 1)
 }
 
-// applyName records in names that the session was handed ev (told, or
-// its own change).
-func (s *Session) applyName(ev event.Event) {
+// applyName records in names that the session was handed the mailbox
+// event of it (told, or its own change). Where the session shares the
+// account's set of the version just before the event, it takes the
+// account's set of the event (it.names); otherwise it changes a copy of
+// its own. It reports whether the session has a copy of its own.
+func (s *Session) applyName(it item) (own bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.names == nil {
-		return
+		return false
 	}
+	switch it.ev.Kind {
+	case event.MailboxCreate, event.SubscriptionChange, event.MailboxDelete, event.MailboxRename:
+	default:
+		return s.namesOwn
+	}
+	if !s.namesOwn && it.names != nil && it.namesGen == s.namesGen+1 {
+		s.names, s.namesGen = it.names, it.namesGen
+		return false
+	}
+	if !s.namesOwn {
+		s.names, s.namesOwn = cloneNames(s.names), true
+	}
+	applyNameEvent(s.names, it.ev)
+	return true
+}
+
+// applyNameEvent applies a mailbox event to a mailbox set.
+func applyNameEvent(names map[string]imap.MailboxInfo, ev event.Event) {
 	switch ev.Kind {
 	case event.MailboxCreate, event.SubscriptionChange:
-		s.names[mailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
+		names[mailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
 	case event.MailboxDelete:
-		delete(s.names, mailboxKey(ev.Mailbox))
+		delete(names, mailboxKey(ev.Mailbox))
 	case event.MailboxRename:
 		if !mapping.IsInbox(ev.OldMailbox) {
-			delete(s.names, mailboxKey(ev.OldMailbox))
+			delete(names, mailboxKey(ev.OldMailbox))
 		}
-		s.names[mailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
+		names[mailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
 	}
 }
 
-func (s *Session) wakeUp() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (s *Session) enqueue(it item) {
+// enqueue queues it for the session. It reports whether the item is
+// prompt: queued while the client idles and no write is under way, so
+// that the writer it starts (or that is starting) takes it at once.
+func (s *Session) enqueue(it item) (prompt bool) {
 	s.mu.Lock()
-	if s.overflow {
-		s.mu.Unlock()
-		return
+	defer s.mu.Unlock()
+	if s.gone || s.overflow {
+		return false
 	}
 	if len(s.queue) >= QueueLimit && !it.resync {
+		takeAll(s.queue)
 		s.queue = nil
 		s.overflow = true
-		s.mu.Unlock()
 		s.reg.metrics.Overflow()
 		s.reg.metrics.Resync("overflow")
 		s.reg.log.Msg("session queue overflow, resynchronising by state", "account", s.account)
-		s.wakeUp()
+	} else {
+		it.prompt = it.handoff != nil && s.idling && !s.flushing
+		prompt = it.prompt
+		s.queue = append(s.queue, it)
+	}
+	s.kickLocked()
+	return prompt
+}
+
+// kickLocked starts the session's writer goroutine when there is work for
+// it and none runs: what is queued while the client idles, or leaving the
+// registry once the connection is gone (hooks unregister a session at its
+// Logout, which go-imap calls when a connection closes; this covers an Out
+// that reports LoggedOut first). It is called with s.mu held.
+func (s *Session) kickLocked() {
+	if s.writing || s.gone {
 		return
 	}
-	s.queue = append(s.queue, it)
-	idling := s.idling
-	s.mu.Unlock()
-	if idling {
-		s.wakeUp()
+	if !s.idling || (len(s.queue) == 0 && !s.overflow) {
+		if !s.loggedOut() {
+			return
+		}
+	}
+	// The registry refuses once it is closing: sessions get nothing more.
+	s.writing = s.reg.goSafe("session", s.account, s.write)
+}
+
+// loggedOut reports whether the client's connection is gone.
+func (s *Session) loggedOut() bool {
+	select {
+	case <-s.out.LoggedOut():
+		return true
+	default:
+		return false
 	}
 }
 
-func (s *Session) run() {
-	// However the goroutine ends (logout, close, a panic recovered by
-	// goSafe), the session leaves the registry.
-	defer s.reg.Unregister(s)
-	var retry *time.Timer
-	var retryC <-chan time.Time
+// write is the writer goroutine: it flushes while the client idles and
+// something is queued, and ends when nothing is left, the client leaves
+// IDLE, the session leaves the registry or the registry closes.
+func (s *Session) write() {
+	ended := false
 	defer func() {
-		if retry != nil {
-			retry.Stop()
+		if !ended { // a panic (logged by goSafe): the next item starts a writer again
+			s.mu.Lock()
+			s.writing = false
+			s.mu.Unlock()
 		}
 	}()
 	for {
+		closing := false
 		select {
-		case d := <-s.retry:
-			if retry == nil {
-				retry = time.NewTimer(d)
-			} else {
-				retry.Reset(d)
-			}
-			retryC = retry.C
-		case <-retryC:
-			retryC = nil
-			s.mu.Lock()
-			at := s.retryAt
-			s.retryAt = time.Time{}
-			s.mu.Unlock()
-			s.enqueue(item{kind: itemFetchNew, at: at})
-		case <-s.wake:
-			s.mu.Lock()
-			idling := s.idling
-			s.mu.Unlock()
-			if idling {
-				s.Flush()
-			}
-		case <-s.out.LoggedOut():
-			return
-		case <-s.gone:
-			return
 		case <-s.reg.stop:
+			closing = true
+		default:
+		}
+		s.mu.Lock()
+		gone := !s.gone && !closing && s.loggedOut()
+		if s.gone || closing || (!gone && (!s.idling || (len(s.queue) == 0 && !s.overflow))) {
+			s.writing = false
+			ended = true
+			s.mu.Unlock()
 			return
 		}
+		s.mu.Unlock()
+		if gone {
+			s.reg.Unregister(s)
+			continue
+		}
+		s.Flush()
 	}
 }
 
+// leave marks the session gone: nothing more is queued for it, its queue
+// is dropped and its FETCH retry stopped. A running writer ends after its
+// current write.
+func (s *Session) leave() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gone = true
+	takeAll(s.queue)
+	s.queue, s.overflow = nil, false
+	if s.retry != nil {
+		s.retry.Stop()
+	}
+}
+
+// retryFetch runs when the FETCH retry's timer fires (in the timer's
+// goroutine): it queues the retry for the writer or the next Flush.
+func (s *Session) retryFetch() {
+	defer func() {
+		if p := recover(); p != nil {
+			s.reg.log.Printf("panic in FETCH retry: %v\n%s", p, debug.Stack())
+		}
+	}()
+	s.mu.Lock()
+	at := s.retryAt
+	s.retryAt = time.Time{}
+	s.mu.Unlock()
+	s.enqueue(item{kind: itemFetchNew, at: at})
+}
+
 // Flush writes what is queued for the session. It is called by the
-// session's goroutine while the client IDLEs, and by the decorators from the
-// session's command goroutine at NOOP/CHECK.
+// session's writer goroutine while the client IDLEs, and by the decorators
+// from the session's command goroutine at NOOP/CHECK.
 func (s *Session) Flush() {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
@@ -275,9 +411,16 @@ func (s *Session) Flush() {
 	s.mu.Lock()
 	queue, overflow := s.queue, s.overflow
 	s.queue, s.overflow = nil, false
+	s.flushing = true
+	takeAll(queue)
 	view := mapping.SessionView{ID: s.id, Account: s.account, Selected: s.selected}
 	fetcher := s.fetcher
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.flushing = false
+		s.mu.Unlock()
+	}()
 
 	if overflow {
 		// Resynchronise by state now: wait until the account worker has
@@ -291,6 +434,7 @@ func (s *Session) Flush() {
 				return
 			}
 			s.mu.Lock()
+			takeAll(s.queue)
 			queue = append(queue, s.queue...)
 			s.queue = nil
 			s.mu.Unlock()
@@ -315,6 +459,7 @@ func (s *Session) Flush() {
 	// telling; an older one still counts as someone else's change.
 	lastStatus := map[string]int{}
 	otherOrigin := map[string]bool{}
+	shareNames := false
 	for i, it := range queue {
 		if it.kind == itemStatus {
 			key := mailboxKey(it.mailbox)
@@ -328,8 +473,12 @@ func (s *Session) Flush() {
 		switch it.kind {
 		case itemEvent:
 			plan := mapping.Map(p, it.ev, view)
-			s.view.Apply(it.ev, s.id)
-			s.applyName(it.ev)
+			if s.view != nil {
+				s.view.Apply(it.ev, s.id)
+			}
+			if s.applyName(it) {
+				shareNames = true
+			}
 			if plan.Action == mapping.WriteLines {
 				lines = append(lines, plan.Lines...)
 				note(kindLIST, it.at, len(plan.Lines))
@@ -344,14 +493,30 @@ func (s *Session) Flush() {
 			if lastStatus[key] != i {
 				continue
 			}
+			if !otherOrigin[key] {
+				// Its own change: the client knows it changed the mailbox
+				// but was not sent these values, which may also hold
+				// another session's change (committed before the query,
+				// published after it). The next value is told whatever
+				// it is (mapping.StatusView.Forget).
+				if s.view != nil {
+					s.view.Forget(it.mailbox)
+				}
+				continue
+			}
+			if s.view == nil {
+				s.view = mapping.NewStatusView(p.StatusItems)
+			}
 			line, changed := s.view.Update(it.mailbox, it.status)
-			own := !otherOrigin[key]
-			if !changed || own || mapping.SameMailbox(it.mailbox, view.Selected) {
-				continue // recorded; the client knows (own change, or SELECTed state)
+			if !changed || mapping.SameMailbox(it.mailbox, view.Selected) {
+				continue // recorded; the client knows (or has it SELECTed)
 			}
 			lines = append(lines, line)
 			note(kindSTATUS, it.at, 1)
 		}
+	}
+	if shareNames {
+		s.reg.shareNames(s)
 	}
 	// The dropped queue may have held the store's announcement of new
 	// messages: fetch what was announced and not yet fetched.
@@ -435,9 +600,13 @@ func (s *Session) fetchNew(f Fetcher, items mapping.FetchItems, at time.Time) bo
 	if s.retryAt.IsZero() || (!at.IsZero() && at.Before(s.retryAt)) {
 		s.retryAt = at
 	}
-	select { // the session goroutine owns the timer
-	case s.retry <- delay:
-	default: // a retry is scheduled already
+	if s.gone {
+		return true
+	}
+	if s.retry == nil {
+		s.retry = time.AfterFunc(delay, s.retryFetch)
+	} else {
+		s.retry.Reset(delay)
 	}
 	return true
 }

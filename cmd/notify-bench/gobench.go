@@ -66,7 +66,7 @@ func (b *bench) scenario4() error {
 
 	rep.p("`go %s` (in the checkout). One operation: `Registry.Publish` of one event of the account `target` and the wait "+
 		"until its one IDLE session's connection (`Out.Write`) has been handed the line, with the given number of sessions of "+
-		"other accounts registered (10 per account, each with INBOX selected and in IDLE, each with its goroutine). "+
+		"other accounts registered (10 per account, each with INBOX selected and in IDLE). "+
 		"STATUS: a MessageAppend in Archive (one STATUS query to a fake store that answers at once, one `* STATUS` line); "+
 		"LIST: a MailboxCreate (one `* LIST` line). Each size has its own registry, built before and closed after its "+
 		"sub-benchmarks; with -count the sizes take turns. Median and minimum of the %d runs, ns/op.",
