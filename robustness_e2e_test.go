@@ -498,7 +498,6 @@ func timedChanges(t *testing.T, srv *testkit.Server, a *imapclient.Client, mailb
 // store says. (What the store writes into the stalled client's own
 // mailbox is TestRobustStalledReaderStoreLock's.)
 func TestRobustSlowReader(t *testing.T) {
-	knownFailure(t, "after a queue overflow the session is resynchronised by STATUS only; LIST lines dropped with the queue are not repaired")
 	t.Parallel()
 	srv := testkit.Start(t, testkit.Options{
 		Config: notifyConfig() + metricsEndpoint,
@@ -696,9 +695,6 @@ func TestRobustStalledReaderStoreLock(t *testing.T) {
 		{"bare, changes in its mailbox", config(bare), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.config != config(bare) {
-				knownFailure(t, "a client that stopped reading fills its socket with our STATUS/LIST lines; the store then blocks writing EXISTS to it while holding the mailbox handle lock, so deliveries to that mailbox wait (stock maddy writes nothing to it when the changes are elsewhere)")
-			}
 			t.Parallel()
 			srv := testkit.Start(t, testkit.Options{Config: tc.config, Ports: []string{"imap", "smtp"}})
 			a := testkit.DialClient(t, srv.Addr("imap"), user, pass)
@@ -1003,7 +999,6 @@ func finishListening(t *testing.T, l *listener) []string {
 // nothing, and the new name must be queried instead of the change being
 // lost.
 func TestRobustRenameRightAfterAppend(t *testing.T) {
-	knownFailure(t, "a RENAME right after an APPEND can leave the renamed mailbox's last STATUS stale")
 	t.Parallel()
 	const n = 30
 	srv := startNotify(t)
@@ -1286,8 +1281,9 @@ func TestRobustDisconnectMidPush(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("maddy has %v goroutines, %v before the sessions connected: %v leaked", got, baseline, got-baseline)
-			break
+			t.Errorf("maddy has %v goroutines, %v before the sessions connected: %v leaked; its goroutines:\n%s",
+				got, baseline, got-baseline, srv.DumpGoroutines())
+			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -1315,9 +1311,6 @@ func TestRobustShutdown(t *testing.T) {
 		{"stalled client and a delivery blocked behind it", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.deliver {
-				knownFailure(t, "shutdown with a stalled client and a delivery blocked behind it (same cause as TestRobustStalledReaderStoreLock)")
-			}
 			t.Parallel()
 			var closers []func()
 			t.Cleanup(func() {
@@ -1452,13 +1445,4 @@ func TestRobustStoreMoveOrder(t *testing.T) {
 		}
 	}
 	t.Skip("the concurrent MOVEs did not announce out of order in this run")
-}
-
-// knownFailure skips a test that shows a defect not fixed yet (issue 6 is
-// open for it). NOTIFY_KNOWN_FAILURES=1 runs it, to work on the defect.
-func knownFailure(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("NOTIFY_KNOWN_FAILURES") == "" {
-		t.Skip("known failure, not fixed yet: " + why + " (NOTIFY_KNOWN_FAILURES=1 runs it)")
-	}
 }

@@ -54,10 +54,30 @@ type viewModel struct {
 	lines      int
 	phantoms   int      // set by compare: announced messages the store does not have
 	recent     []string // the last lines, for the first violation's report
+	// gone holds the UIDs of the messages the session was told are
+	// expunged; staleFlags counts the store's flag updates that name one
+	// of them (see storeStaleFlagUpdate), staleExample is the first.
+	gone         map[uint32]bool
+	staleFlags   int
+	staleExample string
 }
 
 func newViewModel(who, selected string) *viewModel {
-	return &viewModel{who: who, selected: canonicalBox(selected), boxes: map[string]bool{}, status: map[string]statusValues{}}
+	return &viewModel{who: who, selected: canonicalBox(selected), boxes: map[string]bool{}, status: map[string]statusValues{},
+		gone: map[uint32]bool{}}
+}
+
+// storeStaleFlagUpdate reports whether line is the store's flag update
+// (FETCH with FLAGS, without the module's BODYSTRUCTURE) of a message the
+// session was already told is expunged. go-imap-sql reads the new flags of
+// a STORE in a transaction that can predate another session's EXPUNGE of
+// the message and reports them after the EXPUNGE went out; go-imap-mess
+// then numbers the update by the first UID not below it, so the line
+// carries the expunged message's UID and the next message's sequence
+// number. Stock maddy does the same (TestStoreFlagUpdateOfExpungedMessage
+// pins go-imap-mess's part; docs/guarantees.md).
+func (m *viewModel) storeStaleFlagUpdate(line string, uid uint32) bool {
+	return m.gone[uid] && strings.Contains(line, "FLAGS") && !strings.Contains(line, "BODYSTRUCTURE")
 }
 
 func canonicalBox(name string) string {
@@ -114,6 +134,9 @@ func (m *viewModel) apply(line string) {
 				m.violate("%q: sequence number out of range 1..%d (a duplicate EXPUNGE?)", line, count)
 				return
 			}
+			if uid := m.uids[n-1]; uid != 0 {
+				m.gone[uid] = true
+			}
 			m.uids = slices.Delete(m.uids, n-1, n)
 		case "FETCH":
 			if n < 1 || n > count {
@@ -122,6 +145,13 @@ func (m *viewModel) apply(line string) {
 			}
 			if um := uidItemRe.FindStringSubmatch(sm[3] + " "); um != nil {
 				uid, _ := strconv.ParseUint(um[1], 10, 32)
+				if m.storeStaleFlagUpdate(line, uint32(uid)) {
+					if m.staleFlags == 0 {
+						m.staleExample = line
+					}
+					m.staleFlags++
+					return
+				}
 				if old := m.uids[n-1]; old != 0 && old != uint32(uid) {
 					m.violate("%q: message %d had UID %d", line, n, old)
 				}
@@ -469,8 +499,19 @@ func checkView(t *testing.T, v *viewModel, tr storeTruth) {
 	for _, d := range v.compare(tr) {
 		t.Error(d)
 	}
+	logStaleFlags(t, v)
 	if v.phantoms > 0 {
 		t.Logf("%s: the store announced %d messages in %s that it never committed (a failed transaction after its EXISTS)", v.who, v.phantoms, v.selected)
+	}
+}
+
+// logStaleFlags reports the store's flag updates of expunged messages
+// that v saw (viewModel.storeStaleFlagUpdate).
+func logStaleFlags(t *testing.T, v *viewModel) {
+	t.Helper()
+	if v.staleFlags > 0 {
+		t.Logf("%s: the store sent %d flag updates of messages it had expunged, numbered as the next message (go-imap-mess; stock maddy too), e.g. %q",
+			v.who, v.staleFlags, v.staleExample)
 	}
 }
 
@@ -525,7 +566,6 @@ var soakFlags = []imap.Flag{imap.FlagSeen, imap.FlagFlagged, imap.FlagAnswered, 
 // ($NOTIFY_SOAK_SEED replays it; the interleaving with the server is not
 // replayed).
 func TestSoak(t *testing.T) {
-	knownFailure(t, "it runs into the defects of TestSoakNewMessagesWhileExpunging, TestSoakConcurrentMailboxChanges and TestRobustRenameRightAfterAppend (the module's FETCH of new messages misnumbered by a concurrent EXPUNGE; LIST lines of concurrent mailbox changes out of order; a STATUS lost to a RENAME)")
 	t.Parallel()
 	duration := soakShort
 	if s := os.Getenv(soakEnv); s != "" {
@@ -643,6 +683,7 @@ loop:
 				t.Error(v)
 			}
 		}
+		logStaleFlags(t, s.view)
 	}
 	t.Logf("%d listeners got %d lines; the store has %d mailboxes", len(listeners), lines, len(truth.boxes))
 }
@@ -943,7 +984,6 @@ func (a *soakActor) step() (string, error) {
 // them must agree on which UID each sequence number holds, at every line
 // and at the end.
 func TestSoakNewMessagesWhileExpunging(t *testing.T) {
-	knownFailure(t, "hooks.(*Mailbox).FetchNew renumbers the messages it read by the EXPUNGEs sent meanwhile, which the store may already have applied when it numbered them: the module's FETCH (UID ...) then names the wrong sequence number, and the store's own FETCH FLAGS contradict it")
 	t.Parallel()
 	const duration = 8 * time.Second
 	srv := startNotify(t)
@@ -1021,7 +1061,6 @@ func TestSoakNewMessagesWhileExpunging(t *testing.T) {
 // the lines of changes made at the same moment by different sessions must
 // not reach it in an order that contradicts the store's.
 func TestSoakConcurrentMailboxChanges(t *testing.T) {
-	knownFailure(t, "hooks list, change and publish each session's mailbox changes on their own: two sessions' CREATE and DELETE of one name can be published in the reverse order of the store's (fails about one run in three)")
 	t.Parallel()
 	const (
 		duration = 8 * time.Second

@@ -178,7 +178,7 @@ type Server struct {
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when cmd.Wait has returned
 	waitErr error         // valid once exited is closed
-	early   bool          // Start already reported that maddy exited
+	early   bool          // Start already reported that maddy exited, or a dump ended it
 }
 
 // Start writes the configuration into t.TempDir(), starts
@@ -356,6 +356,34 @@ func (s *Server) stop() {
 	if t.Failed() {
 		t.Logf("--- maddy log (%s) ---\n%s", filepath.Join(s.Dir, "maddy.log"), s.Log())
 	}
+}
+
+// DumpGoroutines ends maddy with SIGQUIT, which makes the Go runtime write
+// the stack of every goroutine to maddy's log, and returns that part of the
+// log. It is for the failure path of a test (a goroutine leak): maddy is
+// gone afterwards, and its exit is not reported as an error.
+func (s *Server) DumpGoroutines() string {
+	select {
+	case <-s.exited:
+		return "(maddy has exited already)"
+	default:
+	}
+	s.early = true
+	if err := s.cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+		return fmt.Sprintf("(cannot signal maddy: %v)", err)
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(StopTimeout):
+		s.cmd.Process.Kill()
+		<-s.exited
+		return "(maddy did not exit on SIGQUIT; killed it)"
+	}
+	log := s.Log()
+	if i := strings.Index(log, "SIGQUIT"); i >= 0 {
+		return log[i:]
+	}
+	return log
 }
 
 // Port returns the port allocated for name; it fails the test for a name
