@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/emersion/go-imap"
 	sortthread "github.com/emersion/go-imap-sortthread"
@@ -65,6 +66,9 @@ type Store struct {
 	reg    *registry.Registry
 	bus    bus.Bus
 	broker []string
+	// stall is how long the store's write to a client may wait before the
+	// client is disconnected (stall_timeout; hooks.DefaultStallTimeout).
+	stall  time.Duration
 	lastID atomic.Uint64
 }
 
@@ -114,6 +118,9 @@ func (s *Store) Init(cfg *config.Map) error {
 		return node.Args, nil // no arguments: no FETCH
 	}, &fetchItems)
 	cfg.StringList("broker", false, false, []string{"none"}, &s.broker)
+	cfg.Custom("stall_timeout", false, false, func() (interface{}, error) {
+		return hooks.DefaultStallTimeout, nil
+	}, stallTimeoutDirective, &s.stall)
 	cfg.Bool("debug", true, false, &s.log.Debug)
 	if _, err := cfg.Process(); err != nil {
 		return s.configErr(err)
@@ -155,7 +162,7 @@ func (s *Store) Init(cfg *config.Map) error {
 	s.log.Msg("notifications configured", "storage", instanceName(s.inner),
 		"events", s.policy.Events.String(), "status_mailboxes", s.policy.StatusMailboxes.String(),
 		"status_items", strings.Join(s.policy.StatusItems, " "), "new_message_fetch", strings.Join(s.policy.FetchItems, " "),
-		"broker", broker)
+		"broker", broker, "stall_timeout", s.stall.String())
 	return nil
 }
 
@@ -335,12 +342,34 @@ func (s *Store) GetIMAPAcct(username string) (backend.User, error) {
 	return s.wrapUser(u), nil
 }
 
+// minStallTimeout is the smallest stall_timeout accepted: below it a
+// client on a slow link is disconnected for an ordinary burst.
+const minStallTimeout = 100 * time.Millisecond
+
+// stallTimeoutDirective parses `stall_timeout DURATION`.
+func stallTimeoutDirective(_ *config.Map, node config.Node) (interface{}, error) {
+	if len(node.Children) != 0 {
+		return nil, config.NodeErr(node, "stall_timeout: can't declare a block here")
+	}
+	if len(node.Args) != 1 {
+		return nil, config.NodeErr(node, "stall_timeout: exactly one duration is expected, e.g. 2s")
+	}
+	d, err := time.ParseDuration(node.Args[0])
+	if err != nil {
+		return nil, config.NodeErr(node, "stall_timeout: %v", err)
+	}
+	if d < minStallTimeout {
+		return nil, config.NodeErr(node, "stall_timeout: %v is less than the minimum, %v", d, minStallTimeout)
+	}
+	return d, nil
+}
+
 // wrapUser decorates u as one login with its own session id.
 func (s *Store) wrapUser(u backend.User) *hooks.User {
 	if s.reg == nil {
-		return hooks.WrapUser(u, nil, nil, s.lastID.Add(1))
+		return hooks.WrapUser(u, nil, nil, s.lastID.Add(1), s.stall)
 	}
-	return hooks.WrapUser(u, s.reg, s.bus, s.lastID.Add(1))
+	return hooks.WrapUser(u, s.reg, s.bus, s.lastID.Add(1), s.stall)
 }
 
 // IMAPExtensions returns the inner storage's extensions unchanged.

@@ -217,6 +217,12 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"notify: block notify_", "maddy.conf:9", "unexpected directive: bogus"}},
 		{"duplicate storage", []config.Node{storageNode("&" + innerName), storageNode("&" + innerName)},
 			[]string{"notify: block notify_", "maddy.conf:8", "duplicate directive: storage"}},
+		{"stall_timeout not a duration", []config.Node{storageNode("&" + innerName), {Name: "stall_timeout", Args: []string{"soon"}, File: "maddy.conf", Line: 9}},
+			[]string{"notify: block notify_", "maddy.conf:9", `stall_timeout: time: invalid duration "soon"`}},
+		{"stall_timeout too short", []config.Node{storageNode("&" + innerName), {Name: "stall_timeout", Args: []string{"0s"}, File: "maddy.conf", Line: 9}},
+			[]string{"notify: block notify_", "maddy.conf:9", "stall_timeout: 0s is less than the minimum, 100ms"}},
+		{"stall_timeout two arguments", []config.Node{storageNode("&" + innerName), {Name: "stall_timeout", Args: []string{"1s", "2s"}, File: "maddy.conf", Line: 9}},
+			[]string{"notify: block notify_", "maddy.conf:9", "stall_timeout: exactly one duration is expected"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

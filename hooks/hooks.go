@@ -66,6 +66,7 @@ type User struct {
 	reg   *registry.Registry
 	pub   Publisher
 	id    uint64
+	stall time.Duration // see DefaultStallTimeout
 
 	mu      sync.Mutex
 	session *registry.Session
@@ -87,15 +88,20 @@ type Publisher interface {
 
 // WrapUser returns the decorator of u. u must not be nil. reg receives the
 // user's sessions and pub its events (both nil: forward only); id is the
-// opaque, process-unique id of this login, the Origin of its events.
-func WrapUser(u backend.User, reg *registry.Registry, pub Publisher, id uint64) *User {
+// opaque, process-unique id of this login, the Origin of its events; stall
+// is how long the store's write of an update to the session's client may
+// wait before the client is disconnected (0: DefaultStallTimeout).
+func WrapUser(u backend.User, reg *registry.Registry, pub Publisher, id uint64, stall time.Duration) *User {
 	if u == nil {
 		panic("hooks: WrapUser(nil)")
 	}
 	if (reg == nil) != (pub == nil) {
 		panic("hooks: WrapUser needs both a registry and a publisher, or neither")
 	}
-	return &User{inner: u, reg: reg, pub: pub, id: id}
+	if stall <= 0 {
+		stall = DefaultStallTimeout
+	}
+	return &User{inner: u, reg: reg, pub: pub, id: id, stall: stall}
 }
 
 // Inner returns the wrapped user.
@@ -156,7 +162,7 @@ func (u *User) sessionFor(conn backend.Conn) *registry.Session {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.session == nil {
-		u.guard = &stallGuard{conn: conn}
+		u.guard = &stallGuard{conn: conn, timeout: u.stall}
 		u.session = u.reg.Register(u.inner.Username(), u.id, newConnOut(sc.Context(), u.reg.Done()))
 	}
 	return u.session

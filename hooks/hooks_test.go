@@ -298,7 +298,7 @@ func (w *world) login() *User {
 		w.t.Fatal(err)
 	}
 	w.lastID++
-	du := WrapUser(&faultyUser{User: u, f: w.f}, w.reg, w.reg, w.lastID)
+	du := WrapUser(&faultyUser{User: u, f: w.f}, w.reg, w.reg, w.lastID, 0)
 	w.t.Cleanup(func() { du.Logout() })
 	return du
 }

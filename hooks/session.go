@@ -54,7 +54,7 @@ func (c *updateConn) SendUpdate(upd backend.Update) error {
 	c.sel.mu.Lock()
 	// The store holds its handle lock (and may be inside a transaction)
 	// while it writes: a client that does not read must not keep it.
-	stalled := time.AfterFunc(StallTimeout, c.guard.kick)
+	stalled := time.AfterFunc(c.guard.timeout, c.guard.kick)
 	err := c.Conn.SendUpdate(upd)
 	stalled.Stop()
 	kind, announced := "", false
@@ -114,7 +114,8 @@ func newConnOut(ctx *server.Context, stop <-chan struct{}) *connOut {
 	return &connOut{responses: ctx.Responses, loggedOut: ctx.LoggedOut, stop: stop}
 }
 
-// StallTimeout is how long a client's connection may leave one of the
+// DefaultStallTimeout is how long, unless the module's stall_timeout
+// directive says otherwise, a client's connection may leave one of the
 // store's updates unwritten (its socket full: the client does not read)
 // before the module disconnects the client. go-imap-mess writes the
 // selected mailbox's updates while it holds the session's handle lock,
@@ -123,13 +124,14 @@ func newConnOut(ctx *server.Context, stop <-chan struct{}) *connOut {
 // shutdown waits for them. The module's own lines only ever block the
 // session's own goroutine (its queue overflows; it is resynchronised when
 // it reads again), so they need no such bound.
-var StallTimeout = 2 * time.Second
+const DefaultStallTimeout = 2 * time.Second
 
 // stallGuard disconnects the client of one connection once it has
 // stalled.
 type stallGuard struct {
-	conn backend.Conn
-	once sync.Once
+	conn    backend.Conn
+	timeout time.Duration
+	once    sync.Once
 }
 
 // deadliner is the part of go-imap's server connection (it embeds the
