@@ -522,3 +522,92 @@ func moduleGoroutines() int {
 	}
 	return count
 }
+
+// stalledConn is a fakeConn whose client has stopped reading: every
+// update the store sends blocks, as a write to a full socket does, until
+// the connection's deadline is set (which is how the stall guard ends it).
+type stalledConn struct {
+	*fakeConn
+	writing   chan struct{} // closed when the store's first write began
+	kicked    chan struct{} // closed when SetDeadline was called
+	writeOnce sync.Once
+	kickOnce  sync.Once
+}
+
+func (c *stalledConn) SendUpdate(upd backend.Update) error {
+	c.writeOnce.Do(func() { close(c.writing) })
+	<-c.kicked
+	return errors.New("test: write to a connection past its deadline")
+}
+
+func (c *stalledConn) SetDeadline(time.Time) error {
+	c.kickOnce.Do(func() { close(c.kicked) })
+	return nil
+}
+
+// TestStallGuard: a session whose client does not read holds the store's
+// write of an update, and with it the mailbox's lock, which the next
+// APPEND into the mailbox needs, for the stall timeout given to WrapUser;
+// then the module ends the connection, and the APPEND completes.
+func TestStallGuard(t *testing.T) {
+	const stall = 300 * time.Millisecond
+	w := newWorld(t)
+	u, err := w.be.GetUser(acct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.lastID++
+	du := WrapUser(u, w.reg, w.reg, w.lastID, stall)
+	t.Cleanup(func() { du.Logout() })
+	c := &stalledConn{fakeConn: newFakeConn(t), writing: make(chan struct{}), kicked: make(chan struct{})}
+	_, m, err := du.GetMailbox("INBOX", false, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	idled := make(chan struct{})
+	go func() {
+		defer close(idled)
+		m.Idle(done)
+	}()
+	t.Cleanup(func() {
+		close(done)
+		<-idled
+		m.Close()
+	})
+	waitFor(t, "the session to idle", func() bool { return w.reg.Sessions() > 0 })
+
+	// The first APPEND makes the store write EXISTS to the idling session
+	// (from its IDLE goroutine), which blocks; the second needs the lock
+	// that write holds.
+	actor := w.login()
+	appendTo(t, actor, "INBOX")
+	select {
+	case <-c.writing:
+	case <-time.After(waitTimeout):
+		t.Fatal("the store never wrote the new message's EXISTS to the idling session")
+	}
+	blocked := time.Now()
+	appended := make(chan struct{})
+	go func() {
+		defer close(appended)
+		appendTo(t, actor, "INBOX")
+	}()
+	select {
+	case <-appended:
+	case <-time.After(waitTimeout):
+		t.Fatalf("APPEND into the mailbox of a stalled client still blocked after %v (stall timeout %v)", waitTimeout, stall)
+	}
+	took := time.Since(blocked)
+	select {
+	case <-c.kicked:
+	default:
+		t.Fatalf("the second APPEND completed after %v while the store's write to the stalled client was still blocked: it did not need the lock?", took)
+	}
+	// The write began a little before blocked was taken: half the timeout
+	// is the bound that cannot fail by scheduling.
+	if took < stall/2 {
+		t.Fatalf("the stalled connection was ended %v after the store's write began, well before the stall timeout %v", took, stall)
+	}
+	t.Logf("the second APPEND waited %v for the stalled client (stall timeout %v)", took.Round(time.Millisecond), stall)
+}
