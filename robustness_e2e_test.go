@@ -685,7 +685,7 @@ func setupFlood(t *testing.T, a *imapclient.Client) {
 //     bare subtest documents that behaviour of the store, and fails if
 //     maddy stops having it). Through storage.notify, the stall guard
 //     disconnects the client once one of the store's writes to it has
-//     waited hooks.StallTimeout (2 s), so nothing waits longer.
+//     waited stall_timeout (2 s by default), so nothing waits longer.
 func TestRobustStalledReaderStoreLock(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -724,7 +724,7 @@ func TestRobustStalledReaderStoreLock(t *testing.T) {
 				}
 			case tc.config != config(bare):
 				// The stall guard disconnects the client once one of the
-				// store's writes to it has waited hooks.StallTimeout.
+				// store's writes to it has waited stall_timeout.
 				for _, l := range late {
 					t.Errorf("blocked by a client that stalled on INBOX, after changes in INBOX: %s", l)
 				}
