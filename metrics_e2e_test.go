@@ -5,7 +5,7 @@ package notify_test
 // over IMAP and SMTP, scrape /metrics as Prometheus would (text format,
 // parsed with prometheus/common/expfmt) and hold the counters to the exact
 // amounts the changes must move them by. Where the module's work is
-// asynchronous (the account's STATUS queries, the session goroutines), the
+// asynchronous (the account's STATUS queries, the sessions' writers), the
 // tests wait for the lines a listening session must get, or poll the
 // metric with a deadline, before they compare.
 

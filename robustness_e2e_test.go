@@ -1305,7 +1305,7 @@ func TestRobustDisconnectMidPush(t *testing.T) {
 // TestRobustShutdown: SIGTERM ends maddy within testkit.StopTimeout, with
 // a zero exit status and no panic, while sessions IDLE, one polls, a
 // client has stopped reading with the module's lines piled up for it
-// (its session goroutine blocked in a write), and — in the second case —
+// (its writer goroutine blocked in a write), and — in the second case —
 // an SMTP delivery is blocked behind that client by the store
 // (TestRobustStalledReaderStoreLock). The stalled connections stay open
 // until maddy has exited: their close is registered before testkit.Start,

@@ -448,7 +448,7 @@ func TestPanicWhileFetchingNewMessages(t *testing.T) {
 
 // A session whose client goes away while the module is pushing to it (its
 // Write blocks because the client stopped reading, then the connection is
-// logged out) is removed from the registry, and its goroutine ends.
+// logged out) is removed from the registry, and its writer goroutine ends.
 func TestLoggedOutDuringPush(t *testing.T) {
 	w := newWorld(t)
 	actor := w.login()
@@ -467,7 +467,7 @@ func TestLoggedOutDuringPush(t *testing.T) {
 	waitFor(t, "the other session's LIST lines", func() bool { return other.len() == 20 })
 	c.logout() // the client is gone while a Write is blocked
 	waitFor(t, "the session to be removed", func() bool { return w.reg.Sessions() == 1 })
-	waitFor(t, "its goroutine to end", func() bool { return moduleGoroutines() <= before+1 })
+	waitFor(t, "its writer goroutine to end", func() bool { return moduleGoroutines() <= before+1 })
 }
 
 // Closing the registry (maddy's shutdown closes the module) ends every

@@ -293,7 +293,7 @@ func TestMailboxEventsList(t *testing.T) {
 		"* LIST (\\NonExistent) \"/\" \"Work\"\r\n",
 	}
 	// Many more creations after these, to check the order across several
-	// writes of the session goroutine.
+	// writes of the session.
 	for i := 0; i < 100; i++ {
 		name := fmt.Sprintf("Box%03d", i)
 		evs = append(evs, event.Event{Kind: event.MailboxCreate, Mailbox: name, Delimiter: "/", Attrs: attrs})
