@@ -1086,6 +1086,9 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 	}
 	for _, j := range uniq {
 		key := mailboxKey(j.mailbox)
+		if len(resync) == 0 && a.skipSelectedByAll(r, key) {
+			continue
+		}
 		start := time.Now()
 		st, err := a.status(r, j.mailbox)
 		end := time.Now()
@@ -1134,6 +1137,32 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 			h.counted(prompt)
 		}
 	}
+}
+
+// skipSelectedByAll reports whether the STATUS query of the mailbox key
+// can be left out because every session of the account has that mailbox
+// selected: none of them is ever told its STATUS (the store's EXISTS,
+// EXPUNGE and FETCH tell them), the common case of one device idling on
+// INBOX while mail arrives. The account's value of the mailbox becomes
+// unknown, so that the next query of it hands its value to every session
+// (each tells its client only what differs from what it was told).
+func (a *account) skipSelectedByAll(r *Registry, key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(a.sessions) == 0 {
+		return false
+	}
+	for _, s := range a.sessions {
+		s.mu.Lock()
+		sel := s.selected
+		s.mu.Unlock()
+		if sel == "" || mailboxKey(sel) != key {
+			return false
+		}
+	}
+	delete(a.cache, key)
+	delete(a.asked, key)
+	return true
 }
 
 // hierarchyLock serialises one account's mailbox hierarchy changes.

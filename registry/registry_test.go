@@ -753,3 +753,42 @@ func TestStatusDoubtfulChangeWaitsForNext(t *testing.T) {
 		})
 	}
 }
+
+// TestStatusNotQueriedWhenSelectedByAll: while every session of an account
+// has the changed mailbox selected, nobody is told its STATUS, so the
+// store is not asked; once a session has another mailbox selected, the
+// next change is queried and that session gets the exact value.
+func TestStatusNotQueriedWhenSelectedByAll(t *testing.T) {
+	st := newTestStore(t, "alice")
+	st.createMailboxes("alice", "Archive")
+	logger, _ := newLog(t)
+	r := New(mapping.DefaultPolicy(), st.opener(), logger)
+	defer r.Close()
+
+	aOut, bOut := newOut(), newOut()
+	a := register(r, "alice", 1, aOut, "INBOX", true)
+	b := register(r, "alice", 2, bOut, "INBOX", true)
+	waitQuiet(t, r, a, b)
+	before := st.stats.Status("INBOX")
+	for i := 0; i < 3; i++ {
+		st.appendMsg("alice", "INBOX")
+		r.Publish(msgEvent(event.MessageAppend, "alice", "INBOX", 0))
+	}
+	waitQuiet(t, r, a, b)
+	if n := st.stats.Status("INBOX") - before; n != 0 {
+		t.Errorf("%d STATUS queries of INBOX while every session has it selected, want 0", n)
+	}
+	sameLines(t, "session a", aOut.Take(), nil)
+	sameLines(t, "session b", bOut.Take(), nil)
+
+	b.Select("Archive", nil)
+	st.appendMsg("alice", "INBOX")
+	r.Publish(msgEvent(event.MessageAppend, "alice", "INBOX", 0))
+	waitFor(t, "b's STATUS of INBOX", func() bool { return bOut.Len() > 0 })
+	waitQuiet(t, r, a, b)
+	if n := st.stats.Status("INBOX") - before; n != 1 {
+		t.Errorf("%d STATUS queries of INBOX after b selected Archive, want 1", n)
+	}
+	sameLines(t, "session b", bOut.Take(), []string{st.statusLine("alice", "INBOX", mapping.DefaultPolicy().StatusItems)})
+	sameLines(t, "session a", aOut.Take(), nil)
+}
