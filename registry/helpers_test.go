@@ -580,3 +580,13 @@ func (u *lockedUser) Status(mbox string, items []imap.StatusItem) (*imap.Mailbox
 	defer u.mu.Unlock()
 	return u.User.Status(mbox, items)
 }
+
+// newRegistry returns a registry with the default policy on open, logging
+// into the returned capture; it is closed when the test ends.
+func newRegistry(t testing.TB, open Opener) (*Registry, *logCapture) {
+	t.Helper()
+	logger, logs := newLog(t)
+	r := New(mapping.DefaultPolicy(), open, logger)
+	t.Cleanup(r.Close)
+	return r, logs
+}

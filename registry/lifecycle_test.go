@@ -65,9 +65,7 @@ const overflowEvents = QueueLimit + 100
 // session of the account gets every line promptly and nothing else.
 func TestOverflowNeverIdling(t *testing.T) {
 	st := overflowStore(t)
-	logger, logs := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, logs := newRegistry(t, st.opener())
 	slowOut, fastOut := newOut(), newOut()
 	slow := register(r, "alice", 1, slowOut, "INBOX", false)
 	fast := register(r, "alice", 2, fastOut, "INBOX", true)
@@ -99,9 +97,7 @@ func TestOverflowNeverIdling(t *testing.T) {
 // client that polls gets it at its next poll, not one poll later.
 func TestOverflowFirstFlushResyncs(t *testing.T) {
 	st := overflowStore(t)
-	logger, _ := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, _ := newRegistry(t, st.opener())
 	out := newOut()
 	s := register(r, "alice", 1, out, "INBOX", false)
 	waitQuiet(t, r, s)
@@ -146,9 +142,7 @@ func (f *fakeFetcher) Calls() int {
 // get their FETCH: the resynchronisation covers the selected mailbox too.
 func TestOverflowKeepsNewMessageFetch(t *testing.T) {
 	st := overflowStore(t)
-	logger, _ := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, _ := newRegistry(t, st.opener())
 	out := newOut()
 	s := r.Register("alice", 1, out)
 	f := &fakeFetcher{}
@@ -183,9 +177,7 @@ func TestOverflowKeepsNewMessageFetch(t *testing.T) {
 // never waits; once the client reads again it is resynchronised by state.
 func TestOverflowBlockedWriter(t *testing.T) {
 	st := overflowStore(t)
-	logger, logs := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, logs := newRegistry(t, st.opener())
 	stuckOut, release := newBlockingOut(r)
 	defer release()
 	fastOut := newOut()
@@ -227,9 +219,7 @@ func TestOverflowBlockedWriter(t *testing.T) {
 // and no goroutine of the registry is left behind.
 func TestUnregisterAndLoggedOut(t *testing.T) {
 	st := newTestStore(t, "alice", "bob", "carol")
-	logger, _ := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, _ := newRegistry(t, st.opener())
 
 	aOut, bOut, dOut := newOut(), newOut(), newOut()
 	cOut, release := newBlockingOut(r)
@@ -286,9 +276,7 @@ func TestUnregisterAndLoggedOut(t *testing.T) {
 // for an idling session while something is queued and ends afterwards.
 func TestNoGoroutineWhileNothingToWrite(t *testing.T) {
 	st := newTestStore(t, "alice")
-	logger, _ := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, _ := newRegistry(t, st.opener())
 	const n = 50
 	var sessions []*Session
 	var outs []*fakeOut
@@ -480,9 +468,7 @@ func TestPanicInOpener(t *testing.T) {
 	st.createMailboxes("alice", "Archive")
 	st.createMailboxes("mallory", "Archive")
 	st.stats.setOpenPanic("mallory", true)
-	logger, logs := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, logs := newRegistry(t, st.opener())
 
 	mOut, aOut := newOut(), newOut()
 	m := register(r, "mallory", 1, mOut, "INBOX", true)
@@ -517,9 +503,7 @@ func TestPanicInStatus(t *testing.T) {
 	st := newTestStore(t, "alice", "bob")
 	st.createMailboxes("alice", "Archive", "Junk")
 	st.createMailboxes("bob", "Archive")
-	logger, logs := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, logs := newRegistry(t, st.opener())
 	aOut, bOut := newOut(), newOut()
 	a := register(r, "alice", 1, aOut, "INBOX", true)
 	b := register(r, "bob", 2, bOut, "INBOX", true)
@@ -558,9 +542,7 @@ func TestOneWorkerPerAccount(t *testing.T) {
 		names = append(names, fmt.Sprintf("user%02d", i))
 	}
 	st := newTestStore(t, names...)
-	logger, _ := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, _ := newRegistry(t, st.opener())
 	var sessions []*Session
 	for i, acct := range names {
 		sessions = append(sessions, register(r, acct, uint64(i+1), newOut(), "", true))
@@ -609,9 +591,7 @@ func TestOneWorkerPerAccount(t *testing.T) {
 // it again once it has been told the difference.
 func TestSessionsShareMailboxList(t *testing.T) {
 	st := overflowStore(t)
-	logger, _ := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, _ := newRegistry(t, st.opener())
 	idleOut, pollOut := newOut(), newOut()
 	idle := register(r, "alice", 1, idleOut, "INBOX", true)
 	poll := register(r, "alice", 2, pollOut, "INBOX", false)

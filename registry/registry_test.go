@@ -27,9 +27,7 @@ func TestMessageEventStatusFanOut(t *testing.T) {
 	st := newTestStore(t, "alice", "bob")
 	st.createMailboxes("alice", "Archive")
 	st.createMailboxes("bob", "Archive")
-	logger, logs := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, logs := newRegistry(t, st.opener())
 
 	originOut, idleOut, notIdleOut, selOut, bobOut := newOut(), newOut(), newOut(), newOut(), newOut()
 	origin := register(r, "alice", 1, originOut, "INBOX", true)
@@ -211,9 +209,7 @@ func TestFlagChange(t *testing.T) {
 	st := newTestStore(t, "alice")
 	st.createMailboxes("alice", "Archive")
 	st.appendMsg("alice", "Archive")
-	logger, _ := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, _ := newRegistry(t, st.opener())
 
 	idleOut, notIdleOut := newOut(), newOut()
 	idle := register(r, "alice", 1, idleOut, "INBOX", true)
@@ -262,9 +258,7 @@ func TestFlagChange(t *testing.T) {
 // non-idling one at Flush); the origin and other accounts get nothing.
 func TestMailboxEventsList(t *testing.T) {
 	st := newTestStore(t, "alice", "bob")
-	logger, _ := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, _ := newRegistry(t, st.opener())
 
 	originOut, idleOut, notIdleOut, selOut, bobOut := newOut(), newOut(), newOut(), newOut(), newOut()
 	origin := register(r, "alice", 1, originOut, "INBOX", true)
@@ -441,9 +435,7 @@ func TestRenameKeepsState(t *testing.T) {
 	st.createMailboxes("alice", "Archive", "Archive.2024") // go-imap-sql's delimiter is "."
 	st.appendMsg("alice", "Archive")
 	st.appendMsg("alice", "Archive.2024")
-	logger, _ := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, _ := newRegistry(t, st.opener())
 	out := newOut()
 	s := register(r, "alice", 1, out, "INBOX", true)
 	waitQuiet(t, r, s)
@@ -473,9 +465,7 @@ func TestExpungeOfNothing(t *testing.T) {
 	st := newTestStore(t, "alice")
 	st.createMailboxes("alice", "Archive")
 	st.appendMsg("alice", "Archive")
-	logger, _ := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, _ := newRegistry(t, st.opener())
 	idleOut, pollOut := newOut(), newOut()
 	idle := register(r, "alice", 1, idleOut, "INBOX", true)
 	poll := register(r, "alice", 2, pollOut, "INBOX", false)
@@ -514,9 +504,7 @@ func TestExpungeOfNothing(t *testing.T) {
 func TestResyncAll(t *testing.T) {
 	st := newTestStore(t, "alice")
 	st.createMailboxes("alice", "Archive", "Sent")
-	logger, _ := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, _ := newRegistry(t, st.opener())
 	out := newOut()
 	s := register(r, "alice", 1, out, "Sent", true)
 	waitQuiet(t, r, s)
@@ -559,9 +547,7 @@ func TestResyncAll(t *testing.T) {
 func TestStatusNotRepeatedForSeenChange(t *testing.T) {
 	st := newTestStore(t, "alice")
 	st.createMailboxes("alice", "Archive")
-	logger, logs := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, logs := newRegistry(t, st.opener())
 	aOut, bOut, cOut := newOut(), newOut(), newOut()
 	a := register(r, "alice", 1, aOut, "INBOX", true)
 	b := register(r, "alice", 2, bOut, "INBOX", true)
@@ -761,9 +747,7 @@ func TestStatusDoubtfulChangeWaitsForNext(t *testing.T) {
 func TestStatusNotQueriedWhenSelectedByAll(t *testing.T) {
 	st := newTestStore(t, "alice")
 	st.createMailboxes("alice", "Archive")
-	logger, _ := newLog(t)
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
-	defer r.Close()
+	r, _ := newRegistry(t, st.opener())
 
 	aOut, bOut := newOut(), newOut()
 	a := register(r, "alice", 1, aOut, "INBOX", true)
