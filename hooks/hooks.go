@@ -198,7 +198,7 @@ func (u *User) SetSubscribed(mbox string, subscribed bool) error {
 		// exist and keeps nothing: there is nothing to tell.
 		if info, ok := infos[mailboxKey(mbox)]; ok {
 			u.publish(event.Event{Kind: event.SubscriptionChange, Mailbox: info.Name, Subscribed: subscribed,
-				Delimiter: info.Delimiter, Attrs: listAttrs(info.Attributes)})
+				Delimiter: info.Delimiter, Attrs: mapping.WithoutSubscribed(info.Attributes)})
 		}
 	}
 	return nil
@@ -288,13 +288,13 @@ func (u *User) hierarchyChange(op func() error, ren *rename) error {
 			}
 			renamed[mailboxKey(old.Name)], renamed[mailboxKey(nw.Name)] = true, true
 			u.publish(event.Event{Kind: event.MailboxRename, Mailbox: nw.Name, OldMailbox: old.Name,
-				Delimiter: nw.Delimiter, Attrs: listAttrs(nw.Attributes)})
+				Delimiter: nw.Delimiter, Attrs: mapping.WithoutSubscribed(nw.Attributes)})
 		}
 	}
 	for _, info := range sortedInfos(after) {
 		if _, ok := before[mailboxKey(info.Name)]; !ok && !renamed[mailboxKey(info.Name)] {
 			u.publish(event.Event{Kind: event.MailboxCreate, Mailbox: info.Name,
-				Delimiter: info.Delimiter, Attrs: listAttrs(info.Attributes)})
+				Delimiter: info.Delimiter, Attrs: mapping.WithoutSubscribed(info.Attributes)})
 		}
 	}
 	for _, info := range sortedInfos(before) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -304,16 +303,4 @@ func childSuffix(name, from, delim string) (string, bool) {
 		return name[len(from):], true
 	}
 	return "", false
-}
-
-// listAttrs returns the attributes a LIST line carries for a mailbox
-// (\Subscribed is the subscription event's to add).
-func listAttrs(attrs []string) []string {
-	out := make([]string, 0, len(attrs))
-	for _, a := range attrs {
-		if !strings.EqualFold(a, mapping.AttrSubscribed) {
-			out = append(out, a)
-		}
-	}
-	return out
 }

@@ -52,6 +52,11 @@ func ListLine(attrs []string, delim string, mailbox string, oldName string) []by
 	return append(b, "\r\n"...)
 }
 
+// WithoutSubscribed returns the attributes of a mailbox without any
+// \Subscribed (in any case): what a LIST line of a mailbox event carries,
+// the subscription being the SubscriptionChange event's to add.
+func WithoutSubscribed(attrs []string) []string { return subscriptionAttrs(attrs, false) }
+
 // subscriptionAttrs returns attrs without any \Subscribed (in any case),
 // followed by \Subscribed when subscribed is true.
 func subscriptionAttrs(attrs []string, subscribed bool) []string {

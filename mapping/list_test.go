@@ -62,6 +62,9 @@ func TestSubscriptionAttrs(t *testing.T) {
 	if in[0] != `\Subscribed` || in[1] != `\A` {
 		t.Errorf("subscriptionAttrs modified its argument: %q", in)
 	}
+	if got := fmtSlice(WithoutSubscribed([]string{`\HasChildren`, `\SUBSCRIBED`})); got != `[\HasChildren]` {
+		t.Errorf("WithoutSubscribed = %s, want [\\HasChildren]", got)
+	}
 }
 
 func fmtSlice(s []string) string {

@@ -824,7 +824,7 @@ func (a *account) relistSessions(r *Registry, sessions []*Session) {
 		for key, info := range a.names {
 			if _, ok := known[key]; !ok {
 				evs = append(evs, event.Event{Kind: event.MailboxCreate, Account: a.name, Mailbox: info.Name,
-					Delimiter: info.Delimiter, Attrs: withoutSubscribed(info.Attributes)})
+					Delimiter: info.Delimiter, Attrs: mapping.WithoutSubscribed(info.Attributes)})
 			}
 		}
 		for key, info := range known {
@@ -945,7 +945,7 @@ func (a *account) syncNames(r *Registry, tell bool) {
 		for key, info := range now {
 			if _, ok := before[key]; !ok {
 				evs = append(evs, event.Event{Kind: event.MailboxCreate, Account: a.name, Mailbox: info.Name,
-					Delimiter: info.Delimiter, Attrs: withoutSubscribed(info.Attributes)})
+					Delimiter: info.Delimiter, Attrs: mapping.WithoutSubscribed(info.Attributes)})
 			}
 		}
 		for key, info := range before {
@@ -967,16 +967,6 @@ func (a *account) syncNames(r *Registry, tell bool) {
 		}
 	}
 	r.mu.Unlock()
-}
-
-func withoutSubscribed(attrs []string) []string {
-	out := make([]string, 0, len(attrs))
-	for _, a := range attrs {
-		if !strings.EqualFold(a, mapping.AttrSubscribed) {
-			out = append(out, a)
-		}
-	}
-	return out
 }
 
 // scopeMailboxes lists the mailboxes whose STATUS the policy sends.
