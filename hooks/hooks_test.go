@@ -14,8 +14,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -27,9 +25,8 @@ import (
 	"github.com/emersion/go-imap/backend"
 	"github.com/emersion/go-imap/server"
 	imapsql "github.com/foxcpp/go-imap-sql"
-	"github.com/foxcpp/maddy/framework/log"
-	_ "github.com/mattn/go-sqlite3"
 
+	"github.com/maddy-notify/maddy-notify/internal/testkit"
 	"github.com/maddy-notify/maddy-notify/mapping"
 	"github.com/maddy-notify/maddy-notify/registry"
 )
@@ -39,25 +36,6 @@ const (
 	quiet       = 300 * time.Millisecond
 	acct        = "alice"
 )
-
-// newBackend returns a go-imap-sql store on SQLite with the account acct.
-func newBackend(t *testing.T) *imapsql.Backend {
-	t.Helper()
-	dir := t.TempDir()
-	msgs := filepath.Join(dir, "messages")
-	if err := os.MkdirAll(msgs, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	be, err := imapsql.New("sqlite3", filepath.Join(dir, "imapsql.db"), &imapsql.FSStore{Root: msgs}, imapsql.Opts{Log: imapsql.DummyLogger{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { be.Close() })
-	if err := be.CreateUser(acct); err != nil {
-		t.Fatal(err)
-	}
-	return be
-}
 
 // faults makes the store fail under the module on demand.
 type faults struct {
@@ -102,40 +80,6 @@ func (m *faultyMailbox) ListMessages(uid bool, seqset *imap.SeqSet, items []imap
 		panic("test: ListMessages panics")
 	}
 	return m.Mailbox.ListMessages(uid, seqset, items, ch)
-}
-
-// logCapture collects what the module logs.
-type logCapture struct {
-	mu sync.Mutex
-	ms []string
-}
-
-func newLog() (log.Logger, *logCapture) {
-	c := &logCapture{}
-	out := log.FuncOutput(func(_ time.Time, _ bool, msg string) {
-		c.mu.Lock()
-		c.ms = append(c.ms, msg)
-		c.mu.Unlock()
-	}, func() error { return nil })
-	return log.Logger{Out: out, Name: "notify"}, c
-}
-
-func (c *logCapture) count(substr string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, m := range c.ms {
-		if strings.Contains(m, substr) {
-			n++
-		}
-	}
-	return n
-}
-
-func (c *logCapture) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return strings.Join(c.ms, "\n")
 }
 
 // fakeConn is go-imap's server connection as the decorators see it: the
@@ -271,13 +215,13 @@ type world struct {
 	be     *imapsql.Backend
 	f      *faults
 	reg    *registry.Registry
-	logs   *logCapture
+	logs   *testkit.LogCapture
 	lastID uint64
 }
 
 func newWorld(t *testing.T) *world {
-	w := &world{t: t, be: newBackend(t), f: &faults{}}
-	logger, logs := newLog()
+	w := &world{t: t, be: testkit.SQLiteStore(t, acct), f: &faults{}}
+	logger, logs := testkit.NewLog()
 	w.logs = logs
 	w.reg = registry.New(mapping.DefaultPolicy(), func(a string) (backend.User, error) {
 		u, err := w.be.GetUser(a)
@@ -376,7 +320,7 @@ func TestStatusQueryFails(t *testing.T) {
 	calls := w.f.statusCalls.Load()
 	appendTo(t, actor, "Archive")
 	waitFor(t, "the failed STATUS query to be logged", func() bool {
-		return w.logs.count("STATUS query failed") == 1
+		return w.logs.Count("STATUS query failed") == 1
 	})
 	if w.f.statusCalls.Load() == calls {
 		t.Fatal("no STATUS query was made")
@@ -407,8 +351,8 @@ func TestPanicWhileFetchingNewMessages(t *testing.T) {
 
 	w.f.listPanics.Store(true)
 	appendTo(t, actor, "INBOX")
-	waitFor(t, "the panic to be logged", func() bool { return w.logs.count("panic in ListMessages") > 0 })
-	if w.logs.count(".go:") == 0 {
+	waitFor(t, "the panic to be logged", func() bool { return w.logs.Count("panic in ListMessages") > 0 })
+	if w.logs.Count(".go:") == 0 {
 		t.Errorf("the panic was logged without its stack:\n%s", w.logs)
 	}
 	waitFor(t, "the store's EXISTS", func() bool { return c.len() >= 2 })

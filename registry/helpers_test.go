@@ -5,8 +5,6 @@ package registry
 import (
 	"bytes"
 	"fmt"
-	"os"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -20,10 +18,9 @@ import (
 	"github.com/emersion/go-imap/backend/memory"
 	"github.com/emersion/go-message/textproto"
 	imapsql "github.com/foxcpp/go-imap-sql"
-	"github.com/foxcpp/maddy/framework/log"
-	_ "github.com/mattn/go-sqlite3"
 
 	"github.com/maddy-notify/maddy-notify/event"
+	"github.com/maddy-notify/maddy-notify/internal/testkit"
 	"github.com/maddy-notify/maddy-notify/mapping"
 )
 
@@ -181,42 +178,6 @@ func (o *fakeOut) Take() []string {
 	return l
 }
 
-// logCapture collects what the registry logs.
-type logCapture struct {
-	t  testing.TB
-	mu sync.Mutex
-	ms []string
-}
-
-func newLog(t testing.TB) (log.Logger, *logCapture) {
-	c := &logCapture{t: t}
-	out := log.FuncOutput(func(_ time.Time, _ bool, msg string) {
-		c.mu.Lock()
-		c.ms = append(c.ms, msg)
-		c.mu.Unlock()
-	}, func() error { return nil })
-	return log.Logger{Out: out, Name: "notify"}, c
-}
-
-// Count returns how many messages contain substr.
-func (c *logCapture) Count(substr string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, m := range c.ms {
-		if strings.Contains(m, substr) {
-			n++
-		}
-	}
-	return n
-}
-
-func (c *logCapture) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return strings.Join(c.ms, "\n")
-}
-
 // testStore is a go-imap-sql store on SQLite in a temporary directory.
 type testStore struct {
 	t             testing.TB
@@ -227,22 +188,7 @@ type testStore struct {
 
 func newTestStore(t testing.TB, accounts ...string) *testStore {
 	t.Helper()
-	dir := t.TempDir()
-	msgs := filepath.Join(dir, "messages")
-	if err := os.MkdirAll(msgs, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	be, err := imapsql.New("sqlite3", filepath.Join(dir, "imapsql.db"), &imapsql.FSStore{Root: msgs}, imapsql.Opts{Log: imapsql.DummyLogger{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { be.Close() })
-	for _, acct := range accounts {
-		if err := be.CreateUser(acct); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return &testStore{t: t, be: be, stats: newUserStats()}
+	return &testStore{t: t, be: testkit.SQLiteStore(t, accounts...), stats: newUserStats()}
 }
 
 // user returns a handle of the test's own (not the registry's) on acct.
@@ -583,9 +529,9 @@ func (u *lockedUser) Status(mbox string, items []imap.StatusItem) (*imap.Mailbox
 
 // newRegistry returns a registry with the default policy on open, logging
 // into the returned capture; it is closed when the test ends.
-func newRegistry(t testing.TB, open Opener) (*Registry, *logCapture) {
+func newRegistry(t testing.TB, open Opener) (*Registry, *testkit.LogCapture) {
 	t.Helper()
-	logger, logs := newLog(t)
+	logger, logs := testkit.NewLog()
 	r := New(mapping.DefaultPolicy(), open, logger)
 	t.Cleanup(r.Close)
 	return r, logs

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/maddy-notify/maddy-notify/event"
+	"github.com/maddy-notify/maddy-notify/internal/testkit"
 	"github.com/maddy-notify/maddy-notify/mapping"
 )
 
@@ -322,7 +323,7 @@ func TestClose(t *testing.T) {
 		t.Fatalf("%d registry goroutines before the test", n)
 	}
 
-	logger, _ := newLog(t)
+	logger, _ := testkit.NewLog()
 	r := New(mapping.DefaultPolicy(), st.opener(), logger)
 	idleOut, pollOut, bobOut := newOut(), newOut(), newOut()
 	stuckOut, release := newBlockingOut(r)
@@ -387,7 +388,7 @@ func TestClose(t *testing.T) {
 // session that does not idle, when its client sends NOOP afterwards.
 func TestNothingWrittenAfterClose(t *testing.T) {
 	st := newTestStore(t, "alice")
-	logger, _ := newLog(t)
+	logger, _ := testkit.NewLog()
 	r := New(mapping.DefaultPolicy(), st.opener(), logger)
 	out := newOut()
 	s := register(r, "alice", 1, out, "INBOX", false)
@@ -402,7 +403,7 @@ func TestNothingWrittenAfterClose(t *testing.T) {
 // unregistered, and flushed after its connection failed, without a panic.
 func TestRegisterAfterClose(t *testing.T) {
 	st := newTestStore(t, "alice")
-	logger, _ := newLog(t)
+	logger, _ := testkit.NewLog()
 	r := New(mapping.DefaultPolicy(), st.opener(), logger)
 	r.Close()
 
@@ -426,7 +427,7 @@ func TestRegisterAfterClose(t *testing.T) {
 // LoggedOut at every turn.
 func TestRegisterRacingClose(t *testing.T) {
 	st := newTestStore(t, "alice")
-	logger, _ := newLog(t)
+	logger, _ := testkit.NewLog()
 	var late atomic.Int64
 	for i := 0; i < 10000 && late.Load() == 0; i++ {
 		r := New(mapping.DefaultPolicy(), st.opener(), logger)

@@ -15,6 +15,7 @@ import (
 	imapsql "github.com/foxcpp/go-imap-sql"
 
 	"github.com/maddy-notify/maddy-notify/event"
+	"github.com/maddy-notify/maddy-notify/internal/testkit"
 	"github.com/maddy-notify/maddy-notify/mapping"
 )
 
@@ -132,7 +133,7 @@ func TestCoalescedStatusMatchesStore(t *testing.T) {
 
 func testCoalesced(t *testing.T, cs coalesceStore) {
 	const n = 200
-	logger, logs := newLog(t)
+	logger, logs := testkit.NewLog()
 	r := New(mapping.DefaultPolicy(), cs.open, logger)
 	defer r.Close()
 
@@ -238,7 +239,7 @@ func TestFlagChange(t *testing.T) {
 		st.appendMsg("alice", "Archive")
 		p := mapping.DefaultPolicy()
 		p.StatusItems = mapping.StatusItems{mapping.StatusMessages, mapping.StatusUIDNext}
-		logger, _ := newLog(t)
+		logger, _ := testkit.NewLog()
 		r := New(p, st.opener(), logger)
 		defer r.Close()
 		out := newOut()
@@ -335,7 +336,7 @@ func TestReconcile(t *testing.T) {
 			st.appendMsg("alice", "Lists")
 			p := mapping.DefaultPolicy()
 			p.StatusMailboxes = tc.scope
-			logger, logs := newLog(t)
+			logger, logs := testkit.NewLog()
 			r := New(p, st.opener(), logger)
 			defer r.Close()
 
@@ -392,7 +393,7 @@ func TestBaselineAtRegister(t *testing.T) {
 	st.createMailboxes("alice", "Archive")
 	opening, proceed := make(chan struct{}, 1), make(chan struct{})
 	open := st.opener()
-	logger, _ := newLog(t)
+	logger, _ := testkit.NewLog()
 	r := New(mapping.DefaultPolicy(), func(acct string) (backend.User, error) {
 		select {
 		case opening <- struct{}{}:
@@ -624,7 +625,7 @@ func TestStatusNotRepeatedForSeenChange(t *testing.T) {
 func TestStatusQueryWaitsForTheLastValue(t *testing.T) {
 	st := newTestStore(t, "alice")
 	st.createMailboxes("alice", "Archive")
-	logger, _ := newLog(t)
+	logger, _ := testkit.NewLog()
 	r := New(mapping.DefaultPolicy(), st.opener(), logger)
 	r.takeWait = time.Minute // only the session taking the value ends the wait here
 	defer r.Close()
@@ -689,7 +690,7 @@ func TestStatusDoubtfulChangeWaitsForNext(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			st := newTestStore(t, "alice")
 			st.createMailboxes("alice", "Archive")
-			logger, _ := newLog(t)
+			logger, _ := testkit.NewLog()
 			r := New(mapping.DefaultPolicy(), st.opener(), logger)
 			r.doubtWait = time.Minute
 			if !next {

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package testkit
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	imapsql "github.com/foxcpp/go-imap-sql"
+	"github.com/foxcpp/maddy/framework/log"
+	_ "github.com/mattn/go-sqlite3" // go-imap-sql's sqlite3 driver
+)
+
+// SQLiteStore returns a go-imap-sql store on SQLite in a temporary folder
+// of t, with the accounts created, for tests that run the module's
+// packages in process against the real store. It is closed when the test
+// ends.
+func SQLiteStore(t testing.TB, accounts ...string) *imapsql.Backend {
+	t.Helper()
+	dir := t.TempDir()
+	msgs := filepath.Join(dir, "messages")
+	if err := os.MkdirAll(msgs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	be, err := imapsql.New("sqlite3", filepath.Join(dir, "imapsql.db"), &imapsql.FSStore{Root: msgs}, imapsql.Opts{Log: imapsql.DummyLogger{}})
+	if err != nil {
+		t.Fatalf("testkit: open go-imap-sql on SQLite: %v", err)
+	}
+	t.Cleanup(func() { be.Close() })
+	for _, acct := range accounts {
+		if err := be.CreateUser(acct); err != nil {
+			t.Fatalf("testkit: create account %s: %v", acct, err)
+		}
+	}
+	return be
+}
+
+// LogCapture keeps the messages written to the maddy logger NewLog
+// returns. Its methods may be called from any goroutine.
+type LogCapture struct {
+	mu sync.Mutex
+	ms []string
+}
+
+// NewLog returns a maddy logger (named "notify", like the module's) whose
+// messages the returned LogCapture keeps.
+func NewLog() (log.Logger, *LogCapture) {
+	c := &LogCapture{}
+	out := log.FuncOutput(func(_ time.Time, _ bool, msg string) {
+		c.mu.Lock()
+		c.ms = append(c.ms, msg)
+		c.mu.Unlock()
+	}, func() error { return nil })
+	return log.Logger{Out: out, Name: "notify"}, c
+}
+
+// Count returns how many messages contain substr.
+func (c *LogCapture) Count(substr string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, m := range c.ms {
+		if strings.Contains(m, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// String returns the messages, one per line.
+func (c *LogCapture) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Join(c.ms, "\n")
+}
