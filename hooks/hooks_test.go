@@ -14,7 +14,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -449,22 +448,7 @@ func TestCloseEndsEveryGoroutine(t *testing.T) {
 // moduleGoroutines counts the goroutines running code of this module's
 // registry or hooks packages (a goroutine leak check by stack).
 func moduleGoroutines() int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	count := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "maddy-notify/registry.") || strings.Contains(g, "maddy-notify/hooks.(*Mailbox).readMessages") {
-			count++
-		}
-	}
-	return count
+	return testkit.Goroutines("maddy-notify/registry.", "maddy-notify/hooks.(*Mailbox).readMessages")
 }
 
 // stalledConn is a fakeConn whose client has stopped reading: every

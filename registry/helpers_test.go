@@ -5,7 +5,6 @@ package registry
 import (
 	"bytes"
 	"fmt"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -73,22 +72,7 @@ func waitQuiet(t testing.TB, r *Registry, sessions ...*Session) {
 // registryGoroutines counts the goroutines started by a Registry (every
 // one runs under goSafe), from the stacks of all goroutines.
 func registryGoroutines() int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	count := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "registry.(*Registry).goSafe") {
-			count++
-		}
-	}
-	return count
+	return testkit.Goroutines("registry.(*Registry).goSafe")
 }
 
 // fakeOut is a client connection that records what it is sent.

@@ -5,6 +5,7 @@ package testkit
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -76,4 +77,29 @@ func (c *LogCapture) String() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return strings.Join(c.ms, "\n")
+}
+
+// Goroutines counts the goroutines of this test process whose stack
+// trace contains any of substrs (a goroutine leak check of the packages
+// tested in process).
+func Goroutines(substrs ...string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		for _, s := range substrs {
+			if strings.Contains(g, s) {
+				count++
+				break
+			}
+		}
+	}
+	return count
 }
