@@ -247,9 +247,7 @@ func TestIdleSeesSelectedMailboxChanges(t *testing.T) {
 		// shift B's sequence numbers.
 		b.Expect(t, expectWait, "* 3 EXPUNGE", "* 2 EXPUNGE")
 		b.ExpectNothing(t, quietWait)
-		if rest := b.Done(); len(rest) != 0 {
-			t.Errorf("lines after IDLE: %q", rest)
-		}
+		doneQuiet(t, b)
 
 		// MOVE needs the wrapper's mailbox to forward MoveMessages
 		// (else the server answers NO).
@@ -307,9 +305,7 @@ func TestSMTPDeliveryThroughWrapper(t *testing.T) {
 		testkit.SendMail(t, srv.Addr("smtp"), "sender@maddy.test", []string{user}, testkit.Message("Delivered over SMTP"))
 		b.Expect(t, expectWait, "* 1 EXISTS", "* 1 RECENT")
 		b.ExpectNothing(t, quietWait)
-		if rest := b.Done(); len(rest) != 0 {
-			t.Errorf("lines after IDLE: %q", rest)
-		}
+		doneQuiet(t, b)
 
 		untagged, tagged := b.Cmd("FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
 		if !strings.HasPrefix(tagged, "OK") || len(untagged) != 1 ||
@@ -338,9 +334,7 @@ func TestUpdatePipeFromCLI(t *testing.T) {
 			b.Expect(t, expectWait, fmt.Sprintf("* %d EXISTS", n), fmt.Sprintf("* %d RECENT", n))
 			b.ExpectNothing(t, quietWait)
 		}
-		if rest := b.Done(); len(rest) != 0 {
-			t.Errorf("lines after IDLE: %q", rest)
-		}
+		doneQuiet(t, b)
 	})
 }
 

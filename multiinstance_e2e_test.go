@@ -146,14 +146,6 @@ func miIdler(t *testing.T, srv *testkit.Server, mailbox string) *testkit.RawConn
 	return c
 }
 
-// miDone ends c's IDLE and fails the test if lines came with it.
-func miDone(t *testing.T, c *testkit.RawConn) {
-	t.Helper()
-	if rest := c.Done(); len(rest) != 0 {
-		t.Errorf("lines at the end of IDLE: %q", rest)
-	}
-}
-
 // miReadFetch reads the line that must follow the store's EXISTS and
 // RECENT of a new message: our FETCH (UID ...).
 func miReadFetch(t *testing.T, c *testkit.RawConn, after string) string {
@@ -325,7 +317,7 @@ func TestMultiNewMessageInSelected(t *testing.T) {
 	}
 	fetches[3] = got[iFetch]
 	b.ExpectNothing(t, quietWait)
-	miDone(t, b)
+	doneQuiet(t, b)
 
 	miCheckNewMessages(t, cl, b, "INBOX", fetches)
 	for seq := 1; seq <= 3; seq++ {
@@ -353,7 +345,7 @@ func TestMultiStatusOtherMailbox(t *testing.T) {
 	// A flag that changes no STATUS item: nothing.
 	miStore(t, a, imap.SeqSetNum(1), imap.StoreFlagsAdd, imap.FlagFlagged)
 	b.ExpectNothing(t, time.Second)
-	miDone(t, b)
+	doneQuiet(t, b)
 	if got := storeStatus(t, b, `"Archive"`); got != status(`"Archive"`, 1, 2, 0) {
 		t.Errorf("STATUS Archive on B now: %q", got)
 	}
@@ -384,7 +376,7 @@ func TestMultiSelectedFlagsAndExpunge(t *testing.T) {
 	mustOK(t, "EXPUNGE", err)
 	b.Expect(t, miWait, "* 3 EXPUNGE", "* 2 EXPUNGE")
 	b.ExpectNothing(t, time.Second)
-	miDone(t, b)
+	doneQuiet(t, b)
 	if untagged := mustCmd(t, b, "FETCH 1:* (UID)"); !slices.Equal(untagged, []string{"* 1 FETCH (UID 1)"}) {
 		t.Errorf("B's view after the EXPUNGE: %q, want only message 1", untagged)
 	}
@@ -438,7 +430,7 @@ func TestMultiMailboxEvents(t *testing.T) {
 		b.Expect(t, miWait, s.want...)
 		b.ExpectNothing(t, quietWait)
 	}
-	miDone(t, b)
+	doneQuiet(t, b)
 }
 
 // TestMultiSMTPDelivery: mail delivered over SMTP into A reaches a session
@@ -465,8 +457,8 @@ func TestMultiSMTPDelivery(t *testing.T) {
 		b.ExpectNothing(t, quietWait)
 		c.ExpectNothing(t, quietWait)
 	}
-	miDone(t, b)
-	miDone(t, c)
+	doneQuiet(t, b)
+	doneQuiet(t, c)
 	miCheckNewMessages(t, cl, b, "INBOX", map[int]string{1: fetches[0], 2: fetches[1]})
 	if got := storeStatus(t, c, "INBOX"); got != status("INBOX", 2, 3, 2) {
 		t.Errorf("STATUS INBOX on B now: %q", got)
@@ -495,7 +487,7 @@ func TestMultiDeliveryAfterCreate(t *testing.T) {
 	b.Expect(t, miWait, "* 1 EXISTS", "* 1 RECENT")
 	line := miReadFetch(t, b, "SMTP delivery")
 	b.ExpectNothing(t, time.Second)
-	miDone(t, b)
+	doneQuiet(t, b)
 	miCheckNewMessages(t, cl, b, "INBOX", map[int]string{1: line})
 }
 
@@ -608,7 +600,7 @@ func TestMultiReconnect(t *testing.T) {
 		if len(statuses["INBOX"]) != 0 {
 			t.Errorf("%s: STATUS for the selected INBOX: %q", round, statuses["INBOX"])
 		}
-		miDone(t, b)
+		doneQuiet(t, b)
 		for mbox, lines := range statuses {
 			for i := 1; i < len(lines); i++ {
 				if lines[i] == lines[i-1] {
@@ -667,7 +659,7 @@ func TestMultiReconnect(t *testing.T) {
 	appendMsg(t, a, "Archive", "after the reconnects")
 	b.Expect(t, miWait, status(`"Archive"`, 3, 4, 3))
 	b.ExpectNothing(t, time.Second)
-	miDone(t, b)
+	doneQuiet(t, b)
 }
 
 // TestMultiBrokerUnreachable: with PostgreSQL unreachable for the broker,
@@ -693,7 +685,7 @@ func TestMultiBrokerUnreachable(t *testing.T) {
 	b.Expect(t, expectWait, "* 1 EXISTS", "* 1 RECENT")
 	line := miReadFetch(t, b, "APPEND INBOX")
 	b.ExpectNothing(t, quietWait)
-	miDone(t, b)
+	doneQuiet(t, b)
 	want := fmt.Sprintf("* 1 FETCH (UID 1 FLAGS (%s) BODYSTRUCTURE %s)", miFetchItem(t, b, 1, "FLAGS"), miFetchItem(t, b, 1, "BODYSTRUCTURE"))
 	if line != want {
 		t.Errorf("after APPEND INBOX: %q, want %q", line, want)
@@ -771,7 +763,7 @@ func TestMultiFetchAfterLateCommit(t *testing.T) {
 
 	line := miReadFetch(t, b, "an APPEND committed after B's EXISTS")
 	b.ExpectNothing(t, quietWait)
-	miDone(t, b)
+	doneQuiet(t, b)
 	miCheckNewMessages(t, cl, b, "INBOX", map[int]string{1: line})
 }
 
@@ -805,7 +797,7 @@ func TestMultiBaselineWindow(t *testing.T) {
 	t.Logf("APPEND to Last completed %v after B's IDLE began", time.Since(started))
 	b.Expect(t, miWait, status(`"Last"`, 1, 2, 1))
 	b.ExpectNothing(t, time.Second)
-	miDone(t, b)
+	doneQuiet(t, b)
 }
 
 // TestMultiFilteredDelivery: mail delivered over SMTP into A that the
@@ -848,7 +840,7 @@ func TestMultiFilteredDelivery(t *testing.T) {
 	testkit.SendMail(t, cl.A.Addr("smtp"), "sender@maddy.test", []string{user}, testkit.Message("filed 2"))
 	b.Expect(t, miWait, status(`"Filed"`, 2, 3, 2))
 	b.ExpectNothing(t, time.Second)
-	miDone(t, b)
+	doneQuiet(t, b)
 	if got := storeStatus(t, b, `"Filed"`); got != status(`"Filed"`, 2, 3, 2) {
 		t.Errorf("STATUS Filed on B now: %q", got)
 	}

@@ -114,6 +114,15 @@ func rawAppend(t *testing.T, c *testkit.RawConn, mailbox, msg string) []string {
 	return untagged
 }
 
+// doneQuiet ends c's IDLE and fails the test if lines came with the end
+// of it (everything due must have been read before).
+func doneQuiet(t *testing.T, c *testkit.RawConn) {
+	t.Helper()
+	if rest := c.Done(); len(rest) != 0 {
+		t.Errorf("lines at the end of IDLE: %q", rest)
+	}
+}
+
 // mustCmd runs cmd and fails the test unless it completes with OK; it
 // returns the untagged lines.
 func mustCmd(t *testing.T, c *testkit.RawConn, cmd string) []string {
@@ -388,9 +397,7 @@ func TestNotifyNewMessageInSelected(t *testing.T) {
 	testkit.SendMail(t, srv.Addr("smtp"), "sender@maddy.test", []string{user}, testkit.Message("delivered"))
 	newMessage(4)
 
-	if rest := b.Done(); len(rest) != 0 {
-		t.Errorf("lines after IDLE: %q", rest)
-	}
+	doneQuiet(t, b)
 
 	// What the pushed lines must say, from the store: B's own view of
 	// the flags, and the BODYSTRUCTURE as a fresh session fetches it.
@@ -479,9 +486,7 @@ func TestNotifyStatusOtherMailbox(t *testing.T) {
 	mustOK(t, "MOVE 1 Archive", err)
 	expectAnyOrder(t, b, "* 1 EXPUNGE", status(`"Archive"`, 2, 5, 1))
 	b.ExpectNothing(t, quietWait)
-	if rest := b.Done(); len(rest) != 0 {
-		t.Errorf("lines after IDLE: %q", rest)
-	}
+	doneQuiet(t, b)
 
 	// The values B was told last are the store's.
 	for _, last := range []struct{ wire, line string }{
@@ -534,9 +539,7 @@ func TestNotifySelectedFlagsAndExpunge(t *testing.T) {
 	store(t, a, imap.SeqSetNum(1), imap.StoreFlagsDel, imap.FlagSeen)
 	b.Expect(t, expectWait, `* 1 FETCH (FLAGS ( \Recent) UID 1)`)
 	b.ExpectNothing(t, quietWait)
-	if rest := b.Done(); len(rest) != 0 {
-		t.Errorf("lines after IDLE: %q", rest)
-	}
+	doneQuiet(t, b)
 	if untagged := mustCmd(t, b, "FETCH 1:* (UID)"); !slices.Equal(untagged, []string{"* 1 FETCH (UID 1)"}) {
 		t.Errorf("B's view after the EXPUNGE: %q, want only message 1", untagged)
 	}
@@ -594,9 +597,7 @@ func TestNotifyMailboxEvents(t *testing.T) {
 	mustOK(t, "RENAME Par NewPar", a.Rename(parent, newParent, nil).Wait())
 	expectAnyOrder(t, b, rename(`\HasChildren`, newParent, parent), rename(`\HasNoChildren`, newChild, child))
 	b.ExpectNothing(t, quietWait)
-	if rest := b.Done(); len(rest) != 0 {
-		t.Errorf("lines after IDLE: %q", rest)
-	}
+	doneQuiet(t, b)
 	listed := mustCmd(t, b, `LIST "" "NewPar*"`)
 	if want := []string{list(`\HasChildren`, newParent), list(`\HasNoChildren`, newChild)}; !slices.Equal(listed, want) {
 		t.Errorf(`LIST "" "NewPar*" = %q, want %q (the attributes the RENAME lines carry)`, listed, want)
@@ -609,9 +610,7 @@ func TestNotifyMailboxEvents(t *testing.T) {
 	mustOK(t, "DELETE "+newChild, a.Delete(newChild).Wait())
 	b.Expect(t, expectWait, list(`\NonExistent`, newChild))
 	b.ExpectNothing(t, quietWait)
-	if rest := b.Done(); len(rest) != 0 {
-		t.Errorf("lines after IDLE: %q", rest)
-	}
+	doneQuiet(t, b)
 }
 
 // TestNotifyOwnChangesSuppressed: a session is not told about its own
@@ -655,21 +654,15 @@ func TestNotifyOwnChangesSuppressed(t *testing.T) {
 	}
 	a.Idle()
 	a.ExpectNothing(t, quietWait)
-	if rest := a.Done(); len(rest) != 0 {
-		t.Errorf("A's IDLE after its own changes: %q, want nothing", rest)
-	}
+	doneQuiet(t, a)
 
 	// A is not deaf: C's change reaches it.
-	if rest := c.Done(); len(rest) != 0 {
-		t.Errorf("lines after C's IDLE: %q", rest)
-	}
+	doneQuiet(t, c)
 	mustCmd(t, c, "CREATE FromC")
 	a.Idle()
 	a.Expect(t, expectWait, fmt.Sprintf(`* LIST (\HasNoChildren) %s "FromC"`, d))
 	a.ExpectNothing(t, quietWait)
-	if rest := a.Done(); len(rest) != 0 {
-		t.Errorf("lines after A's IDLE: %q", rest)
-	}
+	doneQuiet(t, a)
 }
 
 // TestNotifyAccountIsolation: a session of another account hears nothing of
@@ -787,9 +780,7 @@ func TestNotifyStatusCoalescing(t *testing.T) {
 	if last := lines[len(lines)-1]; last != want {
 		t.Errorf("last STATUS %q, STATUS now says %q", last, want)
 	}
-	if rest := b.Done(); len(rest) != 0 {
-		t.Errorf("lines after IDLE: %q", rest)
-	}
+	doneQuiet(t, b)
 }
 
 // TestNotifyOddMailboxNames: names with spaces, quotes, backslashes,
@@ -851,9 +842,7 @@ func TestNotifyOddMailboxNames(t *testing.T) {
 		t.Errorf("%q decodes to %q (OLDNAME %q), want %q (OLDNAME %q)", line, data.Mailbox, data.OldName, "R&D ünd", "a&b")
 	}
 	b.ExpectNothing(t, quietWait)
-	if rest := b.Done(); len(rest) != 0 {
-		t.Errorf("lines after IDLE: %q", rest)
-	}
+	doneQuiet(t, b)
 }
 
 // TestNotifySMTPDelivery: mail delivered over SMTP into INBOX reaches a
@@ -868,9 +857,7 @@ func TestNotifySMTPDelivery(t *testing.T) {
 	b.Expect(t, expectWait, "* 1 EXISTS", "* 1 RECENT")
 	line := expectNewMessage(t, b, 1)
 	b.ExpectNothing(t, quietWait)
-	if rest := b.Done(); len(rest) != 0 {
-		t.Errorf("lines after IDLE: %q", rest)
-	}
+	doneQuiet(t, b)
 	want := fmt.Sprintf("* 1 FETCH (UID 1 FLAGS (%s) BODYSTRUCTURE %s)", fetchItem(t, b, 1, "FLAGS"), fetchItem(t, b, 1, "BODYSTRUCTURE"))
 	if line != want {
 		t.Errorf("after SMTP delivery: %q, want %q", line, want)
@@ -882,9 +869,7 @@ func TestNotifySMTPDelivery(t *testing.T) {
 	testkit.SendMail(t, srv.Addr("smtp"), "sender@maddy.test", []string{user}, testkit.Message("second"))
 	b.Expect(t, expectWait, status("INBOX", 2, 3, 2))
 	b.ExpectNothing(t, quietWait)
-	if rest := b.Done(); len(rest) != 0 {
-		t.Errorf("lines after IDLE: %q", rest)
-	}
+	doneQuiet(t, b)
 	if got := storeStatus(t, b, "INBOX"); got != status("INBOX", 2, 3, 2) {
 		t.Errorf("STATUS INBOX now: %q", got)
 	}
