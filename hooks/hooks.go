@@ -196,7 +196,7 @@ func (u *User) SetSubscribed(mbox string, subscribed bool) error {
 		infos, _ := u.listAll()
 		// go-imap-sql answers OK to SUBSCRIBE of a mailbox that does not
 		// exist and keeps nothing: there is nothing to tell.
-		if info, ok := infos[mailboxKey(mbox)]; ok {
+		if info, ok := infos[mapping.MailboxKey(mbox)]; ok {
 			u.publish(event.Event{Kind: event.SubscriptionChange, Mailbox: info.Name, Subscribed: subscribed,
 				Delimiter: info.Delimiter, Attrs: mapping.WithoutSubscribed(info.Attributes)})
 		}
@@ -282,23 +282,23 @@ func (u *User) hierarchyChange(op func() error, ren *rename) error {
 			if !ok {
 				continue
 			}
-			nw, ok := after[mailboxKey(ren.to+suffix)]
+			nw, ok := after[mapping.MailboxKey(ren.to+suffix)]
 			if !ok {
 				continue
 			}
-			renamed[mailboxKey(old.Name)], renamed[mailboxKey(nw.Name)] = true, true
+			renamed[mapping.MailboxKey(old.Name)], renamed[mapping.MailboxKey(nw.Name)] = true, true
 			u.publish(event.Event{Kind: event.MailboxRename, Mailbox: nw.Name, OldMailbox: old.Name,
 				Delimiter: nw.Delimiter, Attrs: mapping.WithoutSubscribed(nw.Attributes)})
 		}
 	}
 	for _, info := range sortedInfos(after) {
-		if _, ok := before[mailboxKey(info.Name)]; !ok && !renamed[mailboxKey(info.Name)] {
+		if _, ok := before[mapping.MailboxKey(info.Name)]; !ok && !renamed[mapping.MailboxKey(info.Name)] {
 			u.publish(event.Event{Kind: event.MailboxCreate, Mailbox: info.Name,
 				Delimiter: info.Delimiter, Attrs: mapping.WithoutSubscribed(info.Attributes)})
 		}
 	}
 	for _, info := range sortedInfos(before) {
-		if _, ok := after[mailboxKey(info.Name)]; !ok && !renamed[mailboxKey(info.Name)] {
+		if _, ok := after[mapping.MailboxKey(info.Name)]; !ok && !renamed[mapping.MailboxKey(info.Name)] {
 			u.publish(event.Event{Kind: event.MailboxDelete, Mailbox: info.Name, Delimiter: info.Delimiter})
 		}
 	}

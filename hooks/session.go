@@ -261,14 +261,6 @@ func (m *Mailbox) readMessages(from, to uint32, items mapping.FetchItems) (msgs 
 	return msgs, <-done
 }
 
-// mailboxKey identifies a mailbox name: INBOX is case-insensitive.
-func mailboxKey(name string) string {
-	if mapping.IsInbox(name) {
-		return "INBOX"
-	}
-	return name
-}
-
 // listAll returns the user's mailboxes by key.
 func (u *User) listAll() (map[string]imap.MailboxInfo, error) {
 	infos, err := u.inner.ListMailboxes(false)
@@ -277,7 +269,7 @@ func (u *User) listAll() (map[string]imap.MailboxInfo, error) {
 	}
 	out := make(map[string]imap.MailboxInfo, len(infos))
 	for _, info := range infos {
-		out[mailboxKey(info.Name)] = info
+		out[mapping.MailboxKey(info.Name)] = info
 	}
 	return out, nil
 }
@@ -296,7 +288,7 @@ func sortedInfos(m map[string]imap.MailboxInfo) []imap.MailboxInfo {
 // childSuffix reports whether name is from or one of its descendants, and
 // the part of name after from.
 func childSuffix(name, from, delim string) (string, bool) {
-	if mailboxKey(name) == mailboxKey(from) {
+	if mapping.MailboxKey(name) == mapping.MailboxKey(from) {
 		return "", true
 	}
 	if delim != "" && len(name) > len(from)+len(delim) && name[:len(from)+len(delim)] == from+delim {

@@ -40,8 +40,9 @@ func SameMailbox(a, b string) bool {
 	return a == b || (IsInbox(a) && IsInbox(b))
 }
 
-// mailboxKey is the canonical map key for a mailbox name.
-func mailboxKey(name string) string {
+// MailboxKey is the canonical map key for a mailbox name: the name, with
+// INBOX in any case as "INBOX".
+func MailboxKey(name string) string {
 	if IsInbox(name) {
 		return inbox
 	}

@@ -178,7 +178,7 @@ func StatusLine(mailbox string, items StatusItems, st Status) []byte {
 // NewStatusView.
 type StatusView struct {
 	items StatusItems
-	sent  map[string]Status // mailboxKey → masked values last sent
+	sent  map[string]Status // MailboxKey → masked values last sent
 }
 
 // NewStatusView returns an empty view for the given items (from
@@ -204,7 +204,7 @@ func (v *StatusView) Items() StatusItems { return v.items }
 // The caller writes the line (if any) after calling Update; a line that is
 // then not written (the client logged out) needs no undo.
 func (v *StatusView) Update(mailbox string, st Status) (line []byte, changed bool) {
-	key := mailboxKey(mailbox)
+	key := MailboxKey(mailbox)
 	m := st.masked(v.items)
 	if last, ok := v.sent[key]; ok && last == m {
 		return nil, false
@@ -220,7 +220,7 @@ func (v *StatusView) Update(mailbox string, st Status) (line []byte, changed boo
 // when the session selects or leaves the mailbox (while selected, the client
 // learns its state from EXISTS/EXPUNGE, not from STATUS).
 func (v *StatusView) Forget(mailbox string) {
-	delete(v.sent, mailboxKey(mailbox))
+	delete(v.sent, MailboxKey(mailbox))
 }
 
 // Rename moves what the view remembers about oldName to newName: a renamed
@@ -229,7 +229,7 @@ func (v *StatusView) Forget(mailbox string) {
 // to the new mailbox and INBOX stays, empty): then both names are forgotten.
 // Children are not moved; see Apply.
 func (v *StatusView) Rename(oldName, newName string) {
-	oldKey, newKey := mailboxKey(oldName), mailboxKey(newName)
+	oldKey, newKey := MailboxKey(oldName), MailboxKey(newName)
 	if oldKey == newKey {
 		return
 	}

@@ -470,13 +470,6 @@ type account struct {
 	user backend.User
 }
 
-func mailboxKey(name string) string {
-	if mapping.IsInbox(name) {
-		return "INBOX"
-	}
-	return name
-}
-
 // mayBeUnchanged reports whether an event of kind k can leave every STATUS
 // item of its mailbox as it was.
 func mayBeUnchanged(k event.Kind) bool {
@@ -516,7 +509,7 @@ func (a *account) addPendingLocked(mbox string, origin uint64, at time.Time, uns
 		a.since = at
 	}
 	done := changeDone(at)
-	key := mailboxKey(mbox)
+	key := mapping.MailboxKey(mbox)
 	p, ok := a.pending[key]
 	if ok && p.origin != origin {
 		origin = 0
@@ -581,12 +574,12 @@ func (a *account) applyMailboxEventLocked(ev event.Event) {
 	}
 	switch ev.Kind {
 	case event.MailboxDelete:
-		delete(a.cache, mailboxKey(ev.Mailbox))
-		delete(a.asked, mailboxKey(ev.Mailbox))
+		delete(a.cache, mapping.MailboxKey(ev.Mailbox))
+		delete(a.asked, mapping.MailboxKey(ev.Mailbox))
 	case event.MailboxRename:
 		// What was asked under the old names is no guide any more.
 		clear(a.asked)
-		old, nw := mailboxKey(ev.OldMailbox), mailboxKey(ev.Mailbox)
+		old, nw := mapping.MailboxKey(ev.OldMailbox), mapping.MailboxKey(ev.Mailbox)
 		if old == "INBOX" {
 			// RENAME INBOX moves the messages and leaves INBOX empty.
 			a.cache[nw] = a.cache[old]
@@ -934,7 +927,7 @@ func (a *account) syncNames(r *Registry, tell bool) {
 	}
 	now := make(map[string]imap.MailboxInfo, len(infos))
 	for _, info := range infos {
-		now[mailboxKey(info.Name)] = info
+		now[mapping.MailboxKey(info.Name)] = info
 	}
 	r.mu.Lock()
 	before := a.names
@@ -959,8 +952,8 @@ func (a *account) syncNames(r *Registry, tell bool) {
 			continue
 		}
 		if ev.Kind == event.MailboxDelete {
-			delete(a.cache, mailboxKey(ev.Mailbox))
-			delete(a.asked, mailboxKey(ev.Mailbox))
+			delete(a.cache, mapping.MailboxKey(ev.Mailbox))
+			delete(a.asked, mapping.MailboxKey(ev.Mailbox))
 		}
 		for _, s := range a.sessions {
 			s.enqueue(item{ev: ev, kind: itemEvent, at: time.Now()})
@@ -1010,9 +1003,9 @@ func (a *account) inScope(r *Registry, jobs []statusJob) []statusJob {
 		}
 		set := map[string]bool{}
 		for _, info := range subs {
-			set[mailboxKey(info.Name)] = true
+			set[mapping.MailboxKey(info.Name)] = true
 		}
-		keep = func(name string) bool { return set[mailboxKey(name)] }
+		keep = func(name string) bool { return set[mapping.MailboxKey(name)] }
 	}
 	out := jobs[:0]
 	for _, j := range jobs {
@@ -1049,8 +1042,8 @@ func (a *account) learn(r *Registry, mailboxes []string) {
 			continue // the mailbox may be gone already; nothing to learn
 		}
 		r.mu.Lock()
-		if _, known := a.cache[mailboxKey(mbox)]; !known {
-			a.cache[mailboxKey(mbox)] = st
+		if _, known := a.cache[mapping.MailboxKey(mbox)]; !known {
+			a.cache[mapping.MailboxKey(mbox)] = st
 		}
 		r.mu.Unlock()
 	}
@@ -1064,7 +1057,7 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 	byKey := map[string]int{}
 	var uniq []statusJob
 	for _, j := range jobs {
-		key := mailboxKey(j.mailbox)
+		key := mapping.MailboxKey(j.mailbox)
 		if i, ok := byKey[key]; ok {
 			if j.changed && !uniq[i].changed {
 				uniq[i] = j
@@ -1075,7 +1068,7 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 		uniq = append(uniq, j)
 	}
 	for _, j := range uniq {
-		key := mailboxKey(j.mailbox)
+		key := mapping.MailboxKey(j.mailbox)
 		if len(resync) == 0 && a.skipSelectedByAll(r, key) {
 			continue
 		}
@@ -1146,7 +1139,7 @@ func (a *account) skipSelectedByAll(r *Registry, key string) bool {
 		s.mu.Lock()
 		sel := s.selected
 		s.mu.Unlock()
-		if sel == "" || mailboxKey(sel) != key {
+		if sel == "" || mapping.MailboxKey(sel) != key {
 			return false
 		}
 	}

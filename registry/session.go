@@ -260,14 +260,14 @@ func (s *Session) applyName(it item) (own bool) {
 func applyNameEvent(names map[string]imap.MailboxInfo, ev event.Event) {
 	switch ev.Kind {
 	case event.MailboxCreate, event.SubscriptionChange:
-		names[mailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
+		names[mapping.MailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
 	case event.MailboxDelete:
-		delete(names, mailboxKey(ev.Mailbox))
+		delete(names, mapping.MailboxKey(ev.Mailbox))
 	case event.MailboxRename:
 		if !mapping.IsInbox(ev.OldMailbox) {
-			delete(names, mailboxKey(ev.OldMailbox))
+			delete(names, mapping.MailboxKey(ev.OldMailbox))
 		}
-		names[mailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
+		names[mapping.MailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
 	}
 }
 
@@ -462,7 +462,7 @@ func (s *Session) Flush() {
 	shareNames := false
 	for i, it := range queue {
 		if it.kind == itemStatus {
-			key := mailboxKey(it.mailbox)
+			key := mapping.MailboxKey(it.mailbox)
 			lastStatus[key] = i
 			if it.origin == 0 || it.origin != s.id {
 				otherOrigin[key] = true
@@ -489,7 +489,7 @@ func (s *Session) Flush() {
 				fetchAt = it.at
 			}
 		case itemStatus:
-			key := mailboxKey(it.mailbox)
+			key := mapping.MailboxKey(it.mailbox)
 			if lastStatus[key] != i {
 				continue
 			}
