@@ -739,6 +739,35 @@ func TestRobustStalledReaderStoreLock(t *testing.T) {
 	}
 }
 
+// TestRobustStallTimeoutDirective: stall_timeout sets how long the
+// store's write to a stalled client may hold that client's mailbox. With
+// 7s, longer than deliveryBound, a STORE of another session in INBOX waits
+// for the stalled client longer than deliveryBound (floodFlags reports it
+// stuck, as on the bare store); then the module ends the stalled
+// connection, and deliveries and an APPEND into INBOX complete in time.
+func TestRobustStallTimeoutDirective(t *testing.T) {
+	t.Parallel()
+	srv := testkit.Start(t, testkit.Options{Config: notifyConfig("stall_timeout 7s"), Ports: []string{"imap", "smtp"}})
+	a := testkit.DialClient(t, srv.Addr("imap"), user, pass)
+	for i := 0; i < 20; i++ {
+		appendMsg(t, a, "INBOX", fmt.Sprintf("inbox %d", i))
+	}
+	s := dialStalled(t, srv.Addr("imap"), user, "INBOX")
+	s.stall(t)
+	stuck := floodFlags(t, srv)
+	if len(stuck) == 0 {
+		t.Fatalf("no STORE waited longer than %v for the stalled client: stall_timeout 7s was not applied", deliveryBound)
+	}
+	t.Logf("as configured, the store waited for the stalled client: %q", stuck)
+	_, late := timedChanges(t, srv, a, "INBOX", user, user)
+	for _, l := range late {
+		t.Errorf("still blocked after stall_timeout: %s", l)
+	}
+	if _, gone := s.resume(t, 2*time.Second, 30*time.Second); !gone {
+		t.Errorf("the stalled client's connection is still open after stall_timeout")
+	}
+}
+
 // floodFlags sets and clears 100 long keywords on the 20 messages of INBOX
 // from a session of its own, so that the store writes FETCH FLAGS lines of
 // about 4 KiB per message to every other session that has INBOX selected,
