@@ -562,3 +562,42 @@ storage.notify notified_mailboxes {
 		}
 	}
 }
+
+// TestMetricsNoStatusQueryWhenAllSelected: while every session of the
+// account has INBOX selected, mail into INBOX costs no STATUS query
+// (nobody could be told its value); once a session has Archive selected,
+// the next message into INBOX is queried once and that session gets the
+// exact STATUS line.
+func TestMetricsNoStatusQueryWhenAllSelected(t *testing.T) {
+	t.Parallel()
+	srv := testkit.Start(t, testkit.Options{
+		Config: notifyConfig() + metricsEndpoint,
+		Ports:  []string{"imap", "smtp", "metrics"},
+	})
+	a := testkit.DialClient(t, srv.Addr("imap"), user, pass)
+	mustOK(t, "CREATE Archive", a.Create("Archive", nil).Wait())
+
+	b := idler(t, srv, user, "INBOX")
+	waitMetric(t, srv, 1, mSessionsIdling)
+	// The baseline of the account's first session: INBOX and Archive.
+	before := waitMetric(t, srv, 2, mStatusQueries).value(mStatusQueries)
+	for i := 1; i <= 2; i++ {
+		appendMsg(t, a, "INBOX", fmt.Sprintf("inbox %d", i))
+		b.Expect(t, expectWait, fmt.Sprintf("* %d EXISTS", i), fmt.Sprintf("* %d RECENT", i))
+		expectNewMessage(t, b, i)
+	}
+	b.ExpectNothing(t, quietWait)
+	if got := scrapeMetrics(t, srv).value(mStatusQueries); got != before {
+		t.Errorf("%s = %v after two messages into INBOX, which every session has selected; want %v", mStatusQueries, got, before)
+	}
+
+	c := idler(t, srv, user, "Archive")
+	waitMetric(t, srv, 2, mSessionsIdling)
+	appendMsg(t, a, "INBOX", "inbox 3")
+	c.Expect(t, expectWait, status("INBOX", 3, 4, 3))
+	c.ExpectNothing(t, quietWait)
+	waitMetric(t, srv, before+1, mStatusQueries)
+	b.Expect(t, expectWait, "* 3 EXISTS", "* 3 RECENT")
+	expectNewMessage(t, b, 3)
+	b.ExpectNothing(t, quietWait)
+}
