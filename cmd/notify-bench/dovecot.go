@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/maddy-notify/maddy-notify/internal/maddyproc"
 )
 
 // dovecotProc is a private Dovecot instance: its own configuration, base
@@ -72,7 +74,7 @@ func startDovecot(base string) (*dovecotProc, error) {
 			return nil, err
 		}
 	}
-	port, err := freePort()
+	port, err := maddyproc.FreePort()
 	if err != nil {
 		return nil, err
 	}

@@ -7,20 +7,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/maddy-notify/maddy-notify/internal/custombuild"
+	"github.com/maddy-notify/maddy-notify/internal/maddyproc"
 )
 
 // maddyVersion is the maddy release both binaries are built from.
@@ -208,13 +208,13 @@ func startMaddy(base, bin, name, body string, portNames ...string) (*maddyProc, 
 	}
 	p := &maddyProc{name: name, dir: dir, ports: map[string]int{}, exited: make(chan struct{})}
 	for _, n := range append(portNames, "pprof") {
-		if p.ports[n], err = freePort(); err != nil {
+		if p.ports[n], err = maddyproc.FreePort(); err != nil {
 			return nil, err
 		}
 	}
-	body = regexp.MustCompile(`\{port:([a-z0-9]+)\}`).ReplaceAllStringFunc(body, func(s string) string {
-		return strconv.Itoa(p.ports[s[6:len(s)-1]])
-	})
+	if body, err = maddyproc.ExpandPorts(body, p.ports); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	conf := fmt.Sprintf("state_dir %s\nruntime_dir %s\nhostname maddy.test\n\n%s",
 		filepath.Join(dir, "state"), runDir, body)
 	if err := os.WriteFile(filepath.Join(dir, "maddy.conf"), []byte(conf), 0o600); err != nil {
@@ -227,12 +227,7 @@ func startMaddy(base, bin, name, body string, portNames ...string) (*maddyProc, 
 	defer logf.Close()
 	cmd := exec.Command(bin, "--config", filepath.Join(dir, "maddy.conf"), "run")
 	cmd.Dir = dir
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "MADDY_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, "NOTIFY_BENCH_PPROF=127.0.0.1:"+strconv.Itoa(p.ports["pprof"]))
+	cmd.Env = maddyproc.Env("NOTIFY_BENCH_PPROF=127.0.0.1:" + strconv.Itoa(p.ports["pprof"]))
 	if memProfileRate > 0 {
 		cmd.Env = append(cmd.Env, "NOTIFY_BENCH_MEMPROFILERATE="+strconv.Itoa(memProfileRate))
 	}
@@ -246,25 +241,11 @@ func startMaddy(base, bin, name, body string, portNames ...string) (*maddyProc, 
 		close(p.exited)
 		os.RemoveAll(runDir)
 	}()
-	deadline := time.Now().Add(60 * time.Second)
-	for n, port := range p.ports {
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		for {
-			c, err := net.DialTimeout("tcp", addr, time.Second)
-			if err == nil {
-				c.Close()
-				break
-			}
-			select {
-			case <-p.exited:
-				return nil, fmt.Errorf("%s exited before port %s was up: %v\n%s", name, n, p.err, p.log())
-			case <-time.After(20 * time.Millisecond):
-			}
-			if time.Now().After(deadline) {
-				p.stop()
-				return nil, fmt.Errorf("%s: port %s not up: %v", name, n, err)
-			}
+	if err := maddyproc.WaitPorts(p.ports, p.exited, 60*time.Second); err != nil {
+		if !errors.Is(err, maddyproc.ErrExited) {
+			p.stop()
 		}
+		return nil, fmt.Errorf("%s: %w: %v\n%s", name, err, p.err, p.log())
 	}
 	return p, nil
 }
@@ -299,15 +280,6 @@ func (p *maddyProc) stop() error {
 		<-p.exited
 		return fmt.Errorf("%s did not stop within 20 s of SIGTERM; killed", p.name)
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // procRSS returns VmRSS of pid in bytes.
@@ -350,9 +322,13 @@ func procCPU(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }
 
-// httpGet fetches url with a timeout.
-func httpGet(url string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+// httpGet fetches url, giving up after 30 s.
+func httpGet(url string) ([]byte, error) { return httpGetTimeout(url, 30*time.Second) }
+
+// httpGetTimeout fetches url, giving up after d; an answer other than 200
+// OK is an error.
+func httpGetTimeout(url string, d time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := http.DefaultClient.Do(req)
@@ -413,16 +389,4 @@ func (p *maddyProc) cpuProfile(path string, d time.Duration) error {
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)
-}
-
-func httpGetTimeout(url string, d time.Duration) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	return io.ReadAll(resp.Body)
 }

@@ -33,7 +33,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,6 +41,7 @@ import (
 	"time"
 
 	"github.com/maddy-notify/maddy-notify/internal/custombuild"
+	"github.com/maddy-notify/maddy-notify/internal/maddyproc"
 )
 
 // BinaryEnv names the environment variable that points the tests at a
@@ -219,25 +219,12 @@ func Start(t testing.TB, o Options) *Server {
 	}()
 	t.Cleanup(s.stop)
 
-	deadline := time.Now().Add(StartTimeout)
-	for name, port := range s.ports {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		for {
-			c, err := net.DialTimeout("tcp", addr, time.Second)
-			if err == nil {
-				c.Close()
-				break
-			}
-			select {
-			case <-s.exited:
-				s.early = true
-				t.Fatalf("testkit: maddy exited before port %s (%s) was up: %v", name, addr, s.waitErr)
-			case <-time.After(20 * time.Millisecond):
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("testkit: port %s (%s) not up after %v: %v", name, addr, StartTimeout, err)
-			}
+	if err := maddyproc.WaitPorts(s.ports, s.exited, StartTimeout); err != nil {
+		if errors.Is(err, maddyproc.ErrExited) {
+			s.early = true
+			t.Fatalf("testkit: %v: %v", err, s.waitErr)
 		}
+		t.Fatalf("testkit: %v", err)
 	}
 	return s
 }
@@ -258,17 +245,17 @@ func prepare(t testing.TB, o Options) *Server {
 		if _, dup := s.ports[name]; dup {
 			t.Fatalf("testkit: port %q listed twice", name)
 		}
-		s.ports[name] = freePort(t)
+		port, err := maddyproc.FreePort()
+		if err != nil {
+			t.Fatalf("testkit: %v", err)
+		}
+		s.ports[name] = port
 	}
 
-	body := portRef.ReplaceAllStringFunc(o.Config, func(ref string) string {
-		name := portRef.FindStringSubmatch(ref)[1]
-		port, ok := s.ports[name]
-		if !ok {
-			t.Fatalf("testkit: config uses %s but Options.Ports does not list %q", ref, name)
-		}
-		return strconv.Itoa(port)
-	})
+	body, err := maddyproc.ExpandPorts(o.Config, s.ports)
+	if err != nil {
+		t.Fatalf("testkit: %v (Options.Ports lists the names)", err)
+	}
 	// runtime_dir holds unix sockets (imapsql's update pipe is
 	// sql-<40 hex digits>.sock in it), whose paths must stay under 104
 	// bytes: t.TempDir() contains the test's name and is often longer,
@@ -291,43 +278,8 @@ func prepare(t testing.TB, o Options) *Server {
 		t.Fatalf("testkit: %v", err)
 	}
 
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "MADDY_") {
-			s.env = append(s.env, kv)
-		}
-	}
-	s.env = append(s.env, o.Env...)
+	s.env = maddyproc.Env(o.Env...)
 	return s
-}
-
-var portRef = regexp.MustCompile(`\{port:([^}]*)\}`)
-
-var (
-	portsMu sync.Mutex
-	ports   = map[int]bool{} // every port freePort returned in this process
-)
-
-// freePort returns a 127.0.0.1 TCP port that was free a moment ago and that
-// this test process has not handed out before. Another process may still
-// take it before maddy binds it; Start then fails with maddy's log.
-func freePort(t testing.TB) int {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("testkit: allocate port: %v", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if !ports[port] {
-			ports[port] = true
-			return port
-		}
-	}
-	t.Fatalf("testkit: no unused port after 100 tries")
-	return 0
 }
 
 // stop is the cleanup registered by Start.
