@@ -113,15 +113,8 @@ func appendMsg(t *testing.T, c *imapclient.Client, mbox, subject string) {
 // such an APPEND is repeated (a few times, with a short pause).
 func appendRaw(t *testing.T, c *imapclient.Client, mbox, msg string) {
 	t.Helper()
-	for try := 1; ; try++ {
-		err := appendOnce(c, mbox, msg)
-		if err == nil {
-			return
-		}
-		if !strings.Contains(err.Error(), "database is locked") || try == 5 {
-			t.Fatalf("APPEND %s: %v", mbox, err)
-		}
-		time.Sleep(time.Duration(try) * 20 * time.Millisecond)
+	if err := testkit.RetryLocked(5, func() error { return appendOnce(c, mbox, msg) }); err != nil {
+		t.Fatalf("APPEND %s: %v", mbox, err)
 	}
 }
 

@@ -384,15 +384,8 @@ func (p *prober) round(res *probeResult) {
 				from[l] = l.count()
 			}
 			start := time.Now()
-			for try := 1; ; try++ {
-				err := st.do()
-				if err == nil {
-					break
-				}
-				if !strings.Contains(err.Error(), "database is locked") || try == 5 {
-					t.Fatalf("%s as %s: %v", st.what, acct, err)
-				}
-				time.Sleep(time.Duration(try) * 20 * time.Millisecond)
+			if err := testkit.RetryLocked(5, st.do); err != nil {
+				t.Fatalf("%s as %s: %v", st.what, acct, err)
 			}
 			res.commands = append(res.commands, time.Since(start))
 			if st.what == "APPEND Archive" {
@@ -456,7 +449,7 @@ func timedChanges(t *testing.T, srv *testkit.Server, a *imapclient.Client, mailb
 			results <- timed{fmt.Sprintf("SMTP delivery %d to %s", i+1, rcpt), time.Since(st), err}
 		}
 		st := time.Now()
-		err := retryLocked(func() error { return appendOnce(a, mailbox, testkit.Message("append to "+mailbox)) })
+		err := testkit.RetryLocked(20, func() error { return appendOnce(a, mailbox, testkit.Message("append to "+mailbox)) })
 		results <- timed{"APPEND " + mailbox, time.Since(st), err}
 	}()
 	expected := len(rcpts) + 1
@@ -840,20 +833,6 @@ smtp tcp://127.0.0.1:{port:smtp} {
 }
 `
 
-// retryLocked runs op until it does not fail with SQLite's "database is
-// locked" (DESIGN.md trap 10), at most 20 times; it returns op's last
-// error.
-func retryLocked(op func() error) error {
-	var err error
-	for try := 1; try <= 20; try++ {
-		if err = op(); err == nil || !strings.Contains(err.Error(), "database is locked") {
-			return err
-		}
-		time.Sleep(time.Duration(try) * 10 * time.Millisecond)
-	}
-	return err
-}
-
 // TestRobustAccountIsolation: two storage accounts, each used through two
 // login names mapped by storage_map, change their mailboxes at the same
 // time from two sessions each (CREATE, APPEND, RENAME, DELETE of mailboxes
@@ -940,7 +919,7 @@ func TestRobustAccountIsolation(t *testing.T) {
 						}})
 					}
 					for _, st := range steps {
-						if err := retryLocked(st.op); err != nil {
+						if err := testkit.RetryLocked(20, st.op); err != nil {
 							errs <- fmt.Errorf("%s as %s: %w", st.what, login, err)
 							return
 						}
@@ -1289,13 +1268,13 @@ func TestRobustDisconnectMidPush(t *testing.T) {
 			default:
 			}
 			name := fmt.Sprintf("Churn%d", i%10)
-			if err = retryLocked(func() error { return a.Create(name, nil).Wait() }); err != nil {
+			if err = testkit.RetryLocked(20, func() error { return a.Create(name, nil).Wait() }); err != nil {
 				return
 			}
-			if err = retryLocked(func() error { return appendOnce(a, "Archive", testkit.Message(name)) }); err != nil {
+			if err = testkit.RetryLocked(20, func() error { return appendOnce(a, "Archive", testkit.Message(name)) }); err != nil {
 				return
 			}
-			if err = retryLocked(func() error { return a.Delete(name).Wait() }); err != nil {
+			if err = testkit.RetryLocked(20, func() error { return a.Delete(name).Wait() }); err != nil {
 				return
 			}
 		}

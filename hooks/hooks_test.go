@@ -285,7 +285,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func appendTo(t *testing.T, u *User, mbox string) {
 	t.Helper()
 	msg := "Subject: test\r\n\r\nbody\r\n"
-	if err := u.CreateMessage(mbox, nil, time.Now(), bytes.NewBufferString(msg), nil); err != nil {
+	if err := testkit.RetryLocked(5, func() error {
+		return u.CreateMessage(mbox, nil, time.Now(), bytes.NewBufferString(msg), nil)
+	}); err != nil {
 		t.Fatal(err)
 	}
 }

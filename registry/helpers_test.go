@@ -164,10 +164,9 @@ func (o *fakeOut) Take() []string {
 
 // testStore is a go-imap-sql store on SQLite in a temporary directory.
 type testStore struct {
-	t             testing.TB
-	be            *imapsql.Backend
-	stats         *userStats
-	lockedRetries atomic.Int64 // writes retried after "database is locked"
+	t     testing.TB
+	be    *imapsql.Backend
+	stats *userStats
 }
 
 func newTestStore(t testing.TB, accounts ...string) *testStore {
@@ -221,14 +220,9 @@ func (s *testStore) appendMsg(acct, mbox string, flags ...string) {
 	s.t.Helper()
 	u := s.user(acct)
 	defer u.Logout()
-	var err error
-	for try := 0; try < 5; try++ {
-		err = u.CreateMessage(mbox, flags, time.Now(), bytes.NewBufferString(testMessage), nil)
-		if err == nil || !strings.Contains(err.Error(), "database is locked") {
-			break
-		}
-		s.lockedRetries.Add(1)
-	}
+	err := testkit.RetryLocked(5, func() error {
+		return u.CreateMessage(mbox, flags, time.Now(), bytes.NewBufferString(testMessage), nil)
+	})
 	if err != nil {
 		s.t.Fatalf("append to %s: %v", mbox, err)
 	}
