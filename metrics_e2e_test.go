@@ -35,6 +35,16 @@ openmetrics tcp://127.0.0.1:{port:metrics} { }
 `
 
 // metricsPrefix starts the name of every metric of the module.
+// startNotifyMetrics starts maddy with notifyConfig() and the
+// openmetrics endpoint (port "metrics").
+func startNotifyMetrics(t *testing.T) *testkit.Server {
+	t.Helper()
+	return testkit.Start(t, testkit.Options{
+		Config: notifyConfig() + metricsEndpoint,
+		Ports:  []string{"imap", "smtp", "metrics"},
+	})
+}
+
 const metricsPrefix = "maddy_notify_"
 
 // Metric names, as docs/metrics.md lists them.
@@ -276,10 +286,7 @@ func checkTypes(t *testing.T, s scrape) {
 // there are no broker series.
 func TestMetricsEndToEnd(t *testing.T) {
 	t.Parallel()
-	srv := testkit.Start(t, testkit.Options{
-		Config: notifyConfig() + metricsEndpoint,
-		Ports:  []string{"imap", "smtp", "metrics"},
-	})
+	srv := startNotifyMetrics(t)
 
 	a := testkit.DialClient(t, srv.Addr("imap"), user, pass)
 	mustOK(t, "CREATE Archive", a.Create("Archive", nil).Wait())
@@ -570,10 +577,7 @@ storage.notify notified_mailboxes {
 // exact STATUS line.
 func TestMetricsNoStatusQueryWhenAllSelected(t *testing.T) {
 	t.Parallel()
-	srv := testkit.Start(t, testkit.Options{
-		Config: notifyConfig() + metricsEndpoint,
-		Ports:  []string{"imap", "smtp", "metrics"},
-	})
+	srv := startNotifyMetrics(t)
 	a := testkit.DialClient(t, srv.Addr("imap"), user, pass)
 	mustOK(t, "CREATE Archive", a.Create("Archive", nil).Wait())
 

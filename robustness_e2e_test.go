@@ -492,10 +492,7 @@ func timedChanges(t *testing.T, srv *testkit.Server, a *imapclient.Client, mailb
 // mailbox is TestRobustStalledReaderStoreLock's.)
 func TestRobustSlowReader(t *testing.T) {
 	t.Parallel()
-	srv := testkit.Start(t, testkit.Options{
-		Config: notifyConfig() + metricsEndpoint,
-		Ports:  []string{"imap", "smtp", "metrics"},
-	})
+	srv := startNotifyMetrics(t)
 	addr := srv.Addr("imap")
 	actors := map[string]*imapclient.Client{
 		user:  testkit.DialClient(t, addr, user, pass),
@@ -1211,10 +1208,7 @@ func goroutinesOf(t *testing.T, srv *testkit.Server) float64 {
 func TestRobustDisconnectMidPush(t *testing.T) {
 	t.Parallel()
 	const n = 20
-	srv := testkit.Start(t, testkit.Options{
-		Config: notifyConfig() + metricsEndpoint,
-		Ports:  []string{"imap", "smtp", "metrics"},
-	})
+	srv := startNotifyMetrics(t)
 	a := testkit.DialClient(t, srv.Addr("imap"), user, pass)
 	mustOK(t, "CREATE Archive", a.Create("Archive", nil).Wait())
 	appendMsg(t, a, "Archive", "warm up")
@@ -1336,10 +1330,7 @@ func TestRobustShutdown(t *testing.T) {
 					c()
 				}
 			})
-			srv := testkit.Start(t, testkit.Options{
-				Config: notifyConfig() + metricsEndpoint,
-				Ports:  []string{"imap", "smtp", "metrics"},
-			})
+			srv := startNotifyMetrics(t)
 			a := testkit.DialClient(t, srv.Addr("imap"), user, pass)
 			setupFlood(t, a)
 			for i := 0; i < 3; i++ {
