@@ -33,11 +33,11 @@ import (
 	"github.com/emersion/go-imap/backend"
 	i18nlevel "github.com/foxcpp/go-imap-i18nlevel"
 	"github.com/foxcpp/maddy/framework/config"
-	modconfig "github.com/foxcpp/maddy/framework/config/module"
 	"github.com/foxcpp/maddy/framework/log"
 	"github.com/foxcpp/maddy/framework/module"
 
 	"github.com/maddy-notify/maddy-notify/bus"
+	notifyconfig "github.com/maddy-notify/maddy-notify/config"
 	"github.com/maddy-notify/maddy-notify/event"
 	"github.com/maddy-notify/maddy-notify/hooks"
 	"github.com/maddy-notify/maddy-notify/mapping"
@@ -63,11 +63,10 @@ type Store struct {
 	policy mapping.Policy
 	// reg and bus are nil in maddy's CLI (module.NoRun): there is nobody
 	// to notify.
-	reg    *registry.Registry
-	bus    bus.Bus
-	broker []string
+	reg *registry.Registry
+	bus bus.Bus
 	// stall is how long the store's write to a client may wait before the
-	// client is disconnected (stall_timeout; hooks.DefaultStallTimeout).
+	// client is disconnected (stall_timeout).
 	stall  time.Duration
 	lastID atomic.Uint64
 }
@@ -101,39 +100,20 @@ func (s *Store) Name() string { return ModName }
 // InstanceName returns the name of the configuration block.
 func (s *Store) InstanceName() string { return s.instName }
 
-// Init reads the configuration block. Errors name the block and, through
-// maddy's config package, the directive with its file and line.
+// Init reads the configuration block (package config) and wires the
+// module: the inner store's update pipe, the registry and the bus. Errors
+// name the block and, through maddy's config package, the directive with
+// its file and line.
 func (s *Store) Init(cfg *config.Map) error {
-	var (
-		events, statusMailboxes, statusItems, fetchItems []string
-		defaults                                         = mapping.DefaultPolicy()
-	)
-	cfg.Custom("storage", false, true, nil, s.storageDirective, &s.inner)
-	cfg.StringList("events", false, false, kindNames(defaults.Events), &events)
-	cfg.StringList("status_mailboxes", false, false, []string{defaults.StatusMailboxes.String()}, &statusMailboxes)
-	cfg.StringList("status_items", false, false, defaults.StatusItems, &statusItems)
-	cfg.Custom("new_message_fetch", false, false, func() (interface{}, error) {
-		return []string(defaults.FetchItems), nil
-	}, func(_ *config.Map, node config.Node) (interface{}, error) {
-		return node.Args, nil // no arguments: no FETCH
-	}, &fetchItems)
-	cfg.StringList("broker", false, false, []string{"none"}, &s.broker)
-	cfg.Custom("stall_timeout", false, false, func() (interface{}, error) {
-		return hooks.DefaultStallTimeout, nil
-	}, stallTimeoutDirective, &s.stall)
-	cfg.Bool("debug", true, false, &s.log.Debug)
-	if _, err := cfg.Process(); err != nil {
-		return s.configErr(err)
-	}
-	brokerDSN, err := s.brokerDSN()
+	set, err := notifyconfig.Parse(cfg, s)
 	if err != nil {
 		return s.configErr(err)
 	}
-	policy, err := parsePolicy(events, statusMailboxes, statusItems, fetchItems)
+	s.inner, s.policy, s.stall, s.log.Debug = set.Inner, set.Policy, set.StallTimeout, set.Debug
+	brokerDSN, err := s.brokerDSN(set.Broker)
 	if err != nil {
 		return s.configErr(err)
 	}
-	s.policy = policy
 
 	if err := s.enableInnerPipe(); err != nil {
 		s.log.Error("failed to enable the update pipe of the wrapped storage; changes made by other processes will not reach IDLE sessions", err,
@@ -154,6 +134,7 @@ func (s *Store) Init(cfg *config.Map) error {
 			b = pg
 		}
 		s.bus = countingBus{Bus: b, metrics: m}
+		s.reg.StartKeepalive(set.IdleKeepalive)
 	}
 	broker := "none"
 	if brokerDSN != "" {
@@ -162,7 +143,8 @@ func (s *Store) Init(cfg *config.Map) error {
 	s.log.Msg("notifications configured", "storage", instanceName(s.inner),
 		"events", s.policy.Events.String(), "status_mailboxes", s.policy.StatusMailboxes.String(),
 		"status_items", strings.Join(s.policy.StatusItems, " "), "new_message_fetch", strings.Join(s.policy.FetchItems, " "),
-		"broker", broker, "stall_timeout", s.stall.String())
+		"plain_clients", s.policy.Plain.String(), "broker", broker, "stall_timeout", s.stall.String(),
+		"idle_keepalive", set.IdleKeepalive.String())
 	return nil
 }
 
@@ -182,82 +164,19 @@ func (b countingBus) Reconcile(account string) {
 	b.Bus.Reconcile(account)
 }
 
-// brokerDSN checks the broker directive and returns the PostgreSQL DSN of
-// the broker, "" for none. `broker postgres` without a DSN uses the inner
-// storage.imapsql's DSN when its driver is postgres.
-func (s *Store) brokerDSN() (string, error) {
-	switch {
-	case len(s.broker) == 1 && s.broker[0] == "none":
-		return "", nil
-	case len(s.broker) >= 1 && s.broker[0] == "postgres":
-		if len(s.broker) > 1 {
-			return strings.Join(s.broker[1:], " "), nil
-		}
-		driver, dsn, ok := innerSQL(s.inner)
-		if !ok || driver != "postgres" {
-			return "", fmt.Errorf("broker: postgres needs a DSN (the wrapped storage %s is not storage.imapsql with driver postgres)", instanceName(s.inner))
-		}
-		return dsn, nil
+// brokerDSN returns the PostgreSQL DSN of the broker, "" for none.
+// `broker postgres` without a DSN uses the inner storage.imapsql's DSN when
+// its driver is postgres.
+func (s *Store) brokerDSN(b notifyconfig.Broker) (string, error) {
+	if !b.Postgres || b.DSN != "" {
+		return b.DSN, nil
 	}
-	return "", fmt.Errorf("broker: expected none or postgres [DSN], got %q", strings.Join(s.broker, " "))
+	driver, dsn, ok := innerSQL(s.inner)
+	if !ok || driver != "postgres" {
+		return "", fmt.Errorf("broker: postgres needs a DSN (the wrapped storage %s is not storage.imapsql with driver postgres)", instanceName(s.inner))
+	}
+	return dsn, nil
 }
-
-func kindNames(set mapping.KindSet) []string {
-	var names []string
-	for _, k := range set.Kinds() {
-		names = append(names, k.String())
-	}
-	return names
-}
-
-// parsePolicy checks the policy directives; errors name the directive.
-func parsePolicy(events, statusMailboxes, statusItems, fetchItems []string) (mapping.Policy, error) {
-	var p mapping.Policy
-	var err error
-	if p.Events, err = mapping.ParseKinds(events); err != nil {
-		return p, fmt.Errorf("events: %w", err)
-	}
-	if len(statusMailboxes) != 1 {
-		return p, fmt.Errorf("status_mailboxes: expected one of all, subscribed, inboxes, none")
-	}
-	if p.StatusMailboxes, err = mapping.ParseMailboxScope(statusMailboxes[0]); err != nil {
-		return p, fmt.Errorf("status_mailboxes: %w", err)
-	}
-	if p.StatusItems, err = mapping.ParseStatusItems(statusItems); err != nil {
-		return p, fmt.Errorf("status_items: %w", err)
-	}
-	if p.FetchItems, err = mapping.ParseFetchItems(fetchItems); err != nil {
-		return p, fmt.Errorf("new_message_fetch: %w", err)
-	}
-	return p, nil
-}
-
-// storageDirective maps `storage &NAME` (or an inline storage block) to the
-// inner module.Storage.
-func (s *Store) storageDirective(m *config.Map, node config.Node) (interface{}, error) {
-	var inner module.Storage
-	if err := modconfig.ModuleFromNode("storage", node.Args, node, m.Globals, &inner); err != nil {
-		// maddy's errors carry the location for some failures and not for
-		// others; say it once, with the directive.
-		where := fmt.Sprintf("%s:%d: ", node.File, node.Line)
-		return nil, fmt.Errorf("%sstorage %s: %w", where, strings.Join(node.Args, " "),
-			trimmedErr{err, strings.TrimPrefix(err.Error(), where)})
-	}
-	if inner == module.Storage(s) {
-		return nil, config.NodeErr(node, "storage: a storage.notify block cannot wrap itself")
-	}
-	return inner, nil
-}
-
-// trimmedErr is err with its message shortened by a location prefix that
-// the wrapping error already gives.
-type trimmedErr struct {
-	err error
-	msg string
-}
-
-func (e trimmedErr) Error() string { return e.msg }
-func (e trimmedErr) Unwrap() error { return e.err }
 
 func (s *Store) configErr(err error) error {
 	name := s.instName
@@ -340,28 +259,6 @@ func (s *Store) GetIMAPAcct(username string) (backend.User, error) {
 		return nil, err
 	}
 	return s.wrapUser(u), nil
-}
-
-// minStallTimeout is the smallest stall_timeout accepted: below it a
-// client on a slow link is disconnected for an ordinary burst.
-const minStallTimeout = 100 * time.Millisecond
-
-// stallTimeoutDirective parses `stall_timeout DURATION`.
-func stallTimeoutDirective(_ *config.Map, node config.Node) (interface{}, error) {
-	if len(node.Children) != 0 {
-		return nil, config.NodeErr(node, "stall_timeout: can't declare a block here")
-	}
-	if len(node.Args) != 1 {
-		return nil, config.NodeErr(node, "stall_timeout: exactly one duration is expected, e.g. 2s")
-	}
-	d, err := time.ParseDuration(node.Args[0])
-	if err != nil {
-		return nil, config.NodeErr(node, "stall_timeout: %v", err)
-	}
-	if d < minStallTimeout {
-		return nil, config.NodeErr(node, "stall_timeout: %v is less than the minimum, %v", d, minStallTimeout)
-	}
-	return d, nil
 }
 
 // wrapUser decorates u as one login with its own session id.

@@ -471,7 +471,7 @@ func (m *Mailbox) Idle(done <-chan struct{}) {
 		return
 	}
 	m.session.SetIdle(true)
-	defer m.session.SetIdle(false)
+	defer m.session.EndIdle()
 	m.inner.Idle(done)
 }
 

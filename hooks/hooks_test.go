@@ -222,7 +222,7 @@ func newWorld(t *testing.T) *world {
 	w := &world{t: t, be: testkit.SQLiteStore(t, acct), f: &faults{}}
 	logger, logs := testkit.NewLog()
 	w.logs = logs
-	w.reg = registry.New(mapping.DefaultPolicy(), func(a string) (backend.User, error) {
+	w.reg = registry.New(mapping.AnyTimePolicy(), func(a string) (backend.User, error) {
 		u, err := w.be.GetUser(a)
 		if err != nil {
 			return nil, err

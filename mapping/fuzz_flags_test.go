@@ -189,16 +189,24 @@ func FuzzMapEvent(f *testing.F) {
 		if ev.Validate() != nil {
 			t.Skip()
 		}
-		plan := Map(DefaultPolicy(), ev, SessionView{ID: 10, Account: "alice", Selected: selected})
+		plan := Map(DraftPolicy(), ev, SessionView{ID: 10, Account: "alice", Selected: selected, Idling: true})
 		if plan.Action != WriteLines {
 			return
 		}
-		for _, line := range plan.Lines {
+		for i, line := range plan.Lines {
 			d, err := parseListV2(t, line)
 			if err != nil {
 				t.Fatalf("%v: line %q: go-imap v2: %v", ev, line, err)
 			}
-			if d.Mailbox != decodedName(mailbox) || (ev.Kind == event.MailboxRename && d.OldName != decodedName(oldName)) {
+			want := decodedName(mailbox)
+			if ev.Kind == event.MailboxRename && i < len(plan.Lines)-1 {
+				// A plain client is told the old name is gone first.
+				want = decodedName(oldName)
+				if !bytes.Contains(line, []byte(`(\NonExistent)`)) {
+					t.Fatalf("%v: old name's line %q lacks \\NonExistent", ev, line)
+				}
+			}
+			if d.Mailbox != want || d.OldName != "" {
 				t.Fatalf("%v: line %q parsed as %q (OLDNAME %q)", ev, line, d.Mailbox, d.OldName)
 			}
 			if ev.Kind == event.MailboxDelete && !bytes.Contains(line, []byte(`(\NonExistent)`)) {

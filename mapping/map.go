@@ -112,6 +112,58 @@ func ParseMailboxScope(s string) (MailboxScope, error) {
 	return 0, fmt.Errorf("mapping: unknown mailbox scope %q (known: %s)", s, strings.Join(scopeNames[:], ", "))
 }
 
+// PlainClients says what a session that did not ask for notifications (no
+// RFC 5465 NOTIFY) is told beyond what the store sends it.
+type PlainClients uint8
+
+const (
+	// PlainSelected: the draft's rows for the selected mailbox only: the
+	// store's EXISTS, RECENT, EXPUNGE and FETCH FLAGS, plus the module's
+	// FETCH with UID of each new message. No STATUS, no LIST: RFC 3501
+	// lets a client expect neither unasked (Python's imaplib returns a
+	// pushed LIST as the answer to its next LIST; Thunderbird credits a
+	// STATUS to the folder it is asking about).
+	PlainSelected PlainClients = iota
+	// PlainDraft: the draft's whole mapping, STATUS and LIST of other
+	// mailboxes included, written only while the client is in IDLE; what
+	// is pending when IDLE ends waits for the next IDLE. LIST lines carry
+	// no extended data (a rename is the old name's \NonExistent and the
+	// new name's LIST).
+	PlainDraft
+	// PlainNone: nothing beyond the store's own lines, as stock maddy.
+	PlainNone
+	// AnyTime: the draft's whole mapping, written as soon as the session
+	// can be written to, in IDLE or at NOOP/CHECK, with LIST extended data.
+	// It is no configuration value: it is how a session that asked for
+	// notifications is told (RFC 5465 lets the server write in any
+	// state), and what the registry's own tests drive.
+	AnyTime
+)
+
+var plainNames = [...]string{PlainSelected: "selected", PlainDraft: "draft", PlainNone: "none", AnyTime: "any-time"}
+
+// PlainClientsValues maps the configuration names (plain_clients) to their
+// values; AnyTime is not one of them.
+func PlainClientsValues() map[string]PlainClients {
+	return map[string]PlainClients{"selected": PlainSelected, "draft": PlainDraft, "none": PlainNone}
+}
+
+// String returns the configuration name: selected, draft or none.
+func (c PlainClients) String() string {
+	if int(c) < len(plainNames) {
+		return plainNames[c]
+	}
+	return fmt.Sprintf("PlainClients(%d)", uint8(c))
+}
+
+// TellsMailboxes reports whether sessions are ever told about mailboxes
+// other than the selected one (STATUS) or about the mailbox list (LIST).
+func (c PlainClients) TellsMailboxes() bool { return c == PlainDraft || c == AnyTime }
+
+// FetchesNew reports whether sessions get the module's FETCH of new
+// messages in their selected mailbox.
+func (c PlainClients) FetchesNew() bool { return c != PlainNone }
+
 // Policy is the configuration Map applies. It is a value: copy it freely;
 // do not modify its slices while Map may run with it.
 type Policy struct {
@@ -126,18 +178,38 @@ type Policy struct {
 	FetchItems FetchItems
 	// StatusMailboxes says which other mailboxes get STATUS.
 	StatusMailboxes MailboxScope
+	// Plain says what sessions without NOTIFY are told.
+	Plain PlainClients
 }
 
-// DefaultPolicy returns the defaults of DESIGN.md: every event kind, STATUS
+// DefaultPolicy returns the module's defaults: every event kind, STATUS
 // (MESSAGES UIDNEXT UNSEEN) for all mailboxes, FETCH (UID FLAGS
-// BODYSTRUCTURE) for new messages.
+// BODYSTRUCTURE) for new messages, and plain clients told about their
+// selected mailbox only (PlainSelected).
 func DefaultPolicy() Policy {
 	return Policy{
 		Events:          AllKinds(),
 		StatusItems:     StatusItems{StatusMessages, StatusUIDNext, StatusUnseen},
 		FetchItems:      FetchItems{"FLAGS", "BODYSTRUCTURE"},
 		StatusMailboxes: AllMailboxes,
+		Plain:           PlainSelected,
 	}
+}
+
+// DraftPolicy returns DefaultPolicy with the draft's whole mapping for
+// plain clients (PlainDraft).
+func DraftPolicy() Policy {
+	p := DefaultPolicy()
+	p.Plain = PlainDraft
+	return p
+}
+
+// AnyTimePolicy returns DefaultPolicy with the draft's whole mapping
+// written at any time (AnyTime).
+func AnyTimePolicy() Policy {
+	p := DefaultPolicy()
+	p.Plain = AnyTime
+	return p
 }
 
 // Validate checks a policy built by hand: known items, a known scope, and
@@ -145,6 +217,9 @@ func DefaultPolicy() Policy {
 func (p Policy) Validate() error {
 	if p.StatusMailboxes > NoMailboxes {
 		return fmt.Errorf("mapping: invalid mailbox scope %d", uint8(p.StatusMailboxes))
+	}
+	if p.Plain > AnyTime {
+		return fmt.Errorf("mapping: invalid plain_clients value %d", uint8(p.Plain))
 	}
 	if p.StatusMailboxes != NoMailboxes || len(p.StatusItems) > 0 {
 		if _, err := ParseStatusItems(p.StatusItems); err != nil {
@@ -180,6 +255,8 @@ type SessionView struct {
 	// Subscribed says whether the event's mailbox is subscribed. Map reads
 	// it only under SubscribedMailboxes (Policy.NeedsSubscription).
 	Subscribed bool
+	// Idling says whether the client is in IDLE now.
+	Idling bool
 }
 
 // Action is what a Plan asks the session to do.
@@ -206,6 +283,9 @@ const (
 	NeedFetchNew
 	// WriteLines: write Plan.Lines, in order.
 	WriteLines
+	// Defer: keep the event until the client is in IDLE (PlainDraft), then
+	// map it again.
+	Defer
 )
 
 var actionNames = [...]string{
@@ -214,6 +294,7 @@ var actionNames = [...]string{
 	NeedStatus:             "NeedStatus",
 	NeedFetchNew:           "NeedFetchNew",
 	WriteLines:             "WriteLines",
+	Defer:                  "Defer",
 }
 
 // String returns the constant's name, e.g. "NeedStatus".
@@ -237,6 +318,8 @@ const (
 	ReasonNotSubscribed  = "mailbox not subscribed"
 	ReasonNotInbox       = "mailbox is not INBOX"
 	ReasonNoStatusConfig = "no STATUS items"
+	ReasonPlainSelected  = "plain client: selected mailbox only (plain_clients selected)"
+	ReasonPlainNone      = "plain client: stock lines only (plain_clients none)"
 )
 
 // Plan is Map's answer: what one session must do about one event.
@@ -295,6 +378,9 @@ func Map(p Policy, ev event.Event, view SessionView) Plan {
 	switch ev.Kind {
 	case event.MessageNew, event.MessageAppend:
 		if selected {
+			if !p.Plain.FetchesNew() {
+				return Plan{Action: SelectedHandledByStore, Reason: ReasonPlainNone}
+			}
 			if len(p.FetchItems) == 0 {
 				return Plan{Action: SelectedHandledByStore, Reason: ReasonNoFetchItems}
 			}
@@ -329,24 +415,61 @@ func Map(p Policy, ev event.Event, view SessionView) Plan {
 	if own {
 		return nothing(ReasonOwnChange)
 	}
-	var line []byte
+	if plan, ok := PlainGate(p, view); !ok {
+		return plan
+	}
+	var lines [][]byte
 	switch ev.Kind {
 	case event.MailboxCreate:
-		line = ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, "")
+		lines = [][]byte{ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, "")}
 	case event.MailboxDelete:
-		line = ListLine([]string{AttrNonExistent}, ev.Delimiter, ev.Mailbox, "")
+		lines = [][]byte{ListLine([]string{AttrNonExistent}, ev.Delimiter, ev.Mailbox, "")}
 	case event.MailboxRename:
-		line = ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, ev.OldMailbox)
+		// LIST extended data (OLDNAME) is for clients that asked for it
+		// (RFC 5465 NOTIFY); a plain client is told the old name is gone
+		// and the new one exists. RENAME INBOX leaves INBOX in place.
+		if p.Plain == AnyTime {
+			lines = [][]byte{ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, ev.OldMailbox)}
+			break
+		}
+		if !IsInbox(ev.OldMailbox) {
+			lines = append(lines, ListLine([]string{AttrNonExistent}, ev.Delimiter, ev.OldMailbox, ""))
+		}
+		lines = append(lines, ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, ""))
 	case event.SubscriptionChange:
-		line = ListLine(subscriptionAttrs(ev.Attrs, ev.Subscribed), ev.Delimiter, ev.Mailbox, "")
+		lines = [][]byte{ListLine(subscriptionAttrs(ev.Attrs, ev.Subscribed), ev.Delimiter, ev.Mailbox, "")}
 	default:
 		// Validate accepted a kind this switch does not know.
 		panic(fmt.Sprintf("mapping: Map: unhandled event kind %v", ev.Kind))
 	}
-	return Plan{Action: WriteLines, Lines: [][]byte{line}}
+	return Plan{Action: WriteLines, Lines: lines}
+}
+
+// PlainGate decides whether a plain client may be told about a mailbox
+// other than its selected one (STATUS) or about the mailbox list (LIST)
+// now: never under PlainSelected and PlainNone, only in IDLE under
+// PlainDraft. ok is false when plan is the answer (Nothing, or Defer: ask
+// again once the client is in IDLE).
+func PlainGate(p Policy, view SessionView) (plan Plan, ok bool) {
+	switch p.Plain {
+	case AnyTime:
+		return Plan{}, true
+	case PlainDraft:
+		if !view.Idling {
+			return Plan{Action: Defer}, false
+		}
+		return Plan{}, true
+	case PlainNone:
+		return nothing(ReasonPlainNone), false
+	default:
+		return nothing(ReasonPlainSelected), false
+	}
 }
 
 func statusPlan(p Policy, ev event.Event, view SessionView) Plan {
+	if plan, ok := PlainGate(p, view); !ok {
+		return plan
+	}
 	switch p.StatusMailboxes {
 	case NoMailboxes:
 		return nothing(ReasonScopeNone)

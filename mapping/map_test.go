@@ -42,8 +42,8 @@ func lines(ls ...string) [][]byte {
 // TestMapTable walks DESIGN.md's mapping table row by row, for a session of
 // account alice that has INBOX selected, under the default policy.
 func TestMapTable(t *testing.T) {
-	p := DefaultPolicy()
-	view := SessionView{ID: me, Account: "alice", Selected: "INBOX"}
+	p := DraftPolicy()
+	view := SessionView{ID: me, Account: "alice", Selected: "INBOX", Idling: true}
 	tests := []struct {
 		name string
 		ev   event.Event
@@ -87,9 +87,11 @@ func TestMapTable(t *testing.T) {
 
 		// MailboxRename
 		{"rename", ev(event.MailboxRename, "new", old("old"), origin(other)),
-			Plan{Action: WriteLines, Lines: lines(`* LIST () "/" "new" ("OLDNAME" ("old"))`)}},
+			Plan{Action: WriteLines, Lines: lines(`* LIST (\NonExistent) "/" "old"`, `* LIST () "/" "new"`)}},
 		{"rename with attrs", ev(event.MailboxRename, "Archiv/2024", old("Archive 2024"), attrs(`\HasNoChildren`)),
-			Plan{Action: WriteLines, Lines: lines(`* LIST (\HasNoChildren) "/" "Archiv/2024" ("OLDNAME" ("Archive 2024"))`)}},
+			Plan{Action: WriteLines, Lines: lines(`* LIST (\NonExistent) "/" "Archive 2024"`, `* LIST (\HasNoChildren) "/" "Archiv/2024"`)}},
+		{"rename of INBOX (INBOX stays)", ev(event.MailboxRename, "Old mail", old("INBOX"), origin(other)),
+			Plan{Action: WriteLines, Lines: lines(`* LIST () "/" "Old mail"`)}},
 		{"rename by this session", ev(event.MailboxRename, "new", old("old"), origin(me)), Plan{Action: Nothing, Reason: ReasonOwnChange}},
 
 		// SubscriptionChange
@@ -122,7 +124,7 @@ func fmtPlan(p Plan) string {
 // TestMapAccountIsolation: another account's events never reach a session,
 // whatever they are about.
 func TestMapAccountIsolation(t *testing.T) {
-	view := SessionView{ID: me, Account: "alice", Selected: "INBOX"}
+	view := SessionView{ID: me, Account: "alice", Selected: "INBOX", Idling: true}
 	for _, k := range event.Kinds() {
 		e := ev(k, "INBOX", func(e *event.Event) { e.Account = "bob" })
 		if k == event.MailboxRename {
@@ -130,12 +132,12 @@ func TestMapAccountIsolation(t *testing.T) {
 		}
 		// Even with bob's session id colliding with ours.
 		e.Origin = me
-		if got := Map(DefaultPolicy(), e, view); got.Action != Nothing || got.Reason != ReasonOtherAccount {
+		if got := Map(DraftPolicy(), e, view); got.Action != Nothing || got.Reason != ReasonOtherAccount {
 			t.Errorf("%v of account bob → %s, want Nothing (other account)", k, fmtPlan(got))
 		}
 		// Account names are compared exactly (maddy normalises them).
 		e.Account = "Alice"
-		if got := Map(DefaultPolicy(), e, view); got.Action != Nothing {
+		if got := Map(DraftPolicy(), e, view); got.Action != Nothing {
 			t.Errorf("%v of account Alice → %s, want Nothing", k, fmtPlan(got))
 		}
 	}
@@ -144,9 +146,9 @@ func TestMapAccountIsolation(t *testing.T) {
 // TestMapDisabledKinds: a kind missing from Policy.Events maps to Nothing,
 // for the selected mailbox as for others; the remaining kinds are unaffected.
 func TestMapDisabledKinds(t *testing.T) {
-	view := SessionView{ID: me, Account: "alice", Selected: "INBOX"}
+	view := SessionView{ID: me, Account: "alice", Selected: "INBOX", Idling: true}
 	for _, disabled := range event.Kinds() {
-		p := DefaultPolicy()
+		p := DraftPolicy()
 		p.Events = NewKindSet()
 		for _, k := range event.Kinds() {
 			if k != disabled {
@@ -175,7 +177,7 @@ func TestMapDisabledKinds(t *testing.T) {
 }
 
 func TestMapStatusScope(t *testing.T) {
-	base := SessionView{ID: me, Account: "alice", Selected: "Work"}
+	base := SessionView{ID: me, Account: "alice", Selected: "Work", Idling: true}
 	tests := []struct {
 		scope      MailboxScope
 		mailbox    string
@@ -193,7 +195,7 @@ func TestMapStatusScope(t *testing.T) {
 		{NoMailboxes, "INBOX", true, Plan{Action: Nothing, Reason: ReasonScopeNone}},
 	}
 	for _, tt := range tests {
-		p := DefaultPolicy()
+		p := DraftPolicy()
 		p.StatusMailboxes = tt.scope
 		view := base
 		view.Subscribed = tt.subscribed
@@ -214,8 +216,8 @@ func TestMapStatusScope(t *testing.T) {
 }
 
 func TestMapFlagChangeNeedsFlagDependentItem(t *testing.T) {
-	view := SessionView{ID: me, Account: "alice", Selected: "INBOX"}
-	p := DefaultPolicy()
+	view := SessionView{ID: me, Account: "alice", Selected: "INBOX", Idling: true}
+	p := DraftPolicy()
 	p.StatusItems = StatusItems{"MESSAGES", "UIDNEXT", "RECENT", "UIDVALIDITY"}
 	if got := Map(p, ev(event.FlagChange, "Other"), view); got.Action != Nothing || got.Reason != ReasonNoFlagItems {
 		t.Errorf("FlagChange without UNSEEN: %s", fmtPlan(got))
@@ -231,8 +233,8 @@ func TestMapFlagChangeNeedsFlagDependentItem(t *testing.T) {
 }
 
 func TestMapNoFetchItems(t *testing.T) {
-	view := SessionView{ID: me, Account: "alice", Selected: "INBOX"}
-	p := DefaultPolicy()
+	view := SessionView{ID: me, Account: "alice", Selected: "INBOX", Idling: true}
+	p := DraftPolicy()
 	p.FetchItems = nil
 	for _, k := range []event.Kind{event.MessageNew, event.MessageAppend} {
 		if got := Map(p, ev(k, "INBOX", uids(3)), view); got.Action != SelectedHandledByStore || got.Reason != ReasonNoFetchItems {
@@ -244,9 +246,9 @@ func TestMapNoFetchItems(t *testing.T) {
 func TestMapNoSelectedMailbox(t *testing.T) {
 	// Not selected (e.g. authenticated state): every message event is about
 	// "another mailbox".
-	view := SessionView{ID: me, Account: "alice"}
+	view := SessionView{ID: me, Account: "alice", Idling: true}
 	for _, k := range []event.Kind{event.MessageNew, event.MessageAppend, event.MessageExpunge, event.FlagChange} {
-		if got := Map(DefaultPolicy(), ev(k, "INBOX"), view); got.Action != NeedStatus {
+		if got := Map(DraftPolicy(), ev(k, "INBOX"), view); got.Action != NeedStatus {
 			t.Errorf("%v, nothing selected: %s", k, fmtPlan(got))
 		}
 	}
@@ -254,17 +256,17 @@ func TestMapNoSelectedMailbox(t *testing.T) {
 
 func TestMapOriginZero(t *testing.T) {
 	// A session id of 0 must not treat origin-less events as its own.
-	view := SessionView{ID: 0, Account: "alice", Selected: "INBOX"}
-	if got := Map(DefaultPolicy(), ev(event.MailboxCreate, "X"), view); got.Action != WriteLines {
+	view := SessionView{ID: 0, Account: "alice", Selected: "INBOX", Idling: true}
+	if got := Map(DraftPolicy(), ev(event.MailboxCreate, "X"), view); got.Action != WriteLines {
 		t.Errorf("session 0, create without origin: %s", fmtPlan(got))
 	}
-	if got := Map(DefaultPolicy(), ev(event.MessageNew, "X"), view); got.Action != NeedStatus {
+	if got := Map(DraftPolicy(), ev(event.MessageNew, "X"), view); got.Action != NeedStatus {
 		t.Errorf("session 0, new without origin: %s", fmtPlan(got))
 	}
 }
 
 func TestMapInvalidEvent(t *testing.T) {
-	view := SessionView{ID: me, Account: "alice", Selected: "INBOX"}
+	view := SessionView{ID: me, Account: "alice", Selected: "INBOX", Idling: true}
 	bad := []event.Event{
 		{},
 		{Kind: event.MessageNew, Account: "alice"},
@@ -273,7 +275,7 @@ func TestMapInvalidEvent(t *testing.T) {
 		{Kind: 99, Account: "alice", Mailbox: "a"},
 	}
 	for _, e := range bad {
-		got := Map(DefaultPolicy(), e, view)
+		got := Map(DraftPolicy(), e, view)
 		if got.Action != Nothing || !strings.HasPrefix(got.Reason, ReasonInvalidEvent) {
 			t.Errorf("Map(%v) = %s, want Nothing (invalid event)", e, fmtPlan(got))
 		}
@@ -281,10 +283,10 @@ func TestMapInvalidEvent(t *testing.T) {
 }
 
 func TestMapDoesNotModifyEvent(t *testing.T) {
-	view := SessionView{ID: me, Account: "alice", Selected: "INBOX"}
+	view := SessionView{ID: me, Account: "alice", Selected: "INBOX", Idling: true}
 	e := ev(event.SubscriptionChange, "L", attrs(`\Subscribed`, `\HasNoChildren`), subscribed(false))
 	before := e.Clone()
-	Map(DefaultPolicy(), e, view)
+	Map(DraftPolicy(), e, view)
 	if !reflect.DeepEqual(e, before) {
 		t.Fatalf("Map modified the event: %+v → %+v", before, e)
 	}
@@ -368,5 +370,78 @@ func TestActionString(t *testing.T) {
 		if a.String() != want[i] {
 			t.Errorf("Action(%d).String() = %q, want %q", a, a.String(), want[i])
 		}
+	}
+}
+
+// TestMapPlainClients: what a session without NOTIFY is told under each
+// plain_clients value, for every row that is not the store's.
+func TestMapPlainClients(t *testing.T) {
+	evs := []event.Event{
+		ev(event.MessageNew, "Archive", origin(other)),
+		ev(event.FlagChange, "Archive", origin(other)),
+		ev(event.MessageExpunge, "Archive", origin(other)),
+		ev(event.MailboxCreate, "New", origin(other)),
+		ev(event.MailboxDelete, "Old", origin(other)),
+		ev(event.MailboxRename, "new", old("old"), origin(other)),
+		ev(event.SubscriptionChange, "Lists", subscribed(true), origin(other)),
+	}
+	for _, tc := range []struct {
+		plain  PlainClients
+		idling bool
+		want   Plan
+	}{
+		{PlainSelected, true, Plan{Action: Nothing, Reason: ReasonPlainSelected}},
+		{PlainSelected, false, Plan{Action: Nothing, Reason: ReasonPlainSelected}},
+		{PlainNone, true, Plan{Action: Nothing, Reason: ReasonPlainNone}},
+		{PlainDraft, false, Plan{Action: Defer}},
+	} {
+		p := DefaultPolicy()
+		p.Plain = tc.plain
+		view := SessionView{ID: me, Account: "alice", Selected: "INBOX", Idling: tc.idling}
+		for _, e := range evs {
+			if got := Map(p, e, view); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("%v idling=%v: Map(%v) = %s, want %s", tc.plain, tc.idling, e, fmtPlan(got), fmtPlan(tc.want))
+			}
+		}
+	}
+	// The selected mailbox's new messages: the module's FETCH unless none.
+	for _, tc := range []struct {
+		plain PlainClients
+		want  Plan
+	}{
+		{PlainSelected, Plan{Action: NeedFetchNew, Mailbox: "INBOX"}},
+		{PlainDraft, Plan{Action: NeedFetchNew, Mailbox: "INBOX"}},
+		{PlainNone, Plan{Action: SelectedHandledByStore, Reason: ReasonPlainNone}},
+	} {
+		p := DefaultPolicy()
+		p.Plain = tc.plain
+		view := SessionView{ID: me, Account: "alice", Selected: "INBOX"}
+		if got := Map(p, ev(event.MessageAppend, "INBOX", origin(other)), view); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%v: APPEND to the selected mailbox: %s, want %s", tc.plain, fmtPlan(got), fmtPlan(tc.want))
+		}
+	}
+	if DefaultPolicy().Plain != PlainSelected {
+		t.Error("the default for plain clients is not selected")
+	}
+	for name, v := range PlainClientsValues() {
+		if v.String() != name {
+			t.Errorf("PlainClientsValues()[%q].String() = %q", name, v.String())
+		}
+	}
+}
+
+// TestMapAnyTime: a session told at any time (what NOTIFY sessions get)
+// is told at NOOP as in IDLE, and a rename carries OLDNAME.
+func TestMapAnyTime(t *testing.T) {
+	view := SessionView{ID: me, Account: "alice", Selected: "INBOX"}
+	if got, want := Map(AnyTimePolicy(), ev(event.MailboxRename, "new", old("old"), origin(other)), view),
+		(Plan{Action: WriteLines, Lines: lines(`* LIST () "/" "new" ("OLDNAME" ("old"))`)}); !reflect.DeepEqual(got, want) {
+		t.Errorf("rename: %s, want %s", fmtPlan(got), fmtPlan(want))
+	}
+	if got := Map(AnyTimePolicy(), ev(event.MessageNew, "Archive", origin(other)), view); got.Action != NeedStatus {
+		t.Errorf("new message in another mailbox, not idling: %s", fmtPlan(got))
+	}
+	if _, ok := PlainClientsValues()["any-time"]; ok {
+		t.Error("AnyTime is a configuration value")
 	}
 }

@@ -57,7 +57,7 @@ type benchRegistry struct {
 func newBenchRegistry(b *testing.B, n int) *benchRegistry {
 	b.Helper()
 	store := &benchStore{}
-	r := New(mapping.DefaultPolicy(), store.open, log.Logger{Out: log.NopOutput{}, Name: "notify-bench"})
+	r := New(mapping.AnyTimePolicy(), store.open, log.Logger{Out: log.NopOutput{}, Name: "notify-bench"})
 	bb := &benchRegistry{r: r, got: make(chan struct{}, 1)}
 	id := uint64(1)
 	for i := 0; i < n; i++ {

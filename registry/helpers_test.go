@@ -505,12 +505,12 @@ func (u *lockedUser) Status(mbox string, items []imap.StatusItem) (*imap.Mailbox
 	return u.User.Status(mbox, items)
 }
 
-// newRegistry returns a registry with the default policy on open, logging
+// newRegistry returns a registry with mapping.AnyTimePolicy on open, logging
 // into the returned capture; it is closed when the test ends.
 func newRegistry(t testing.TB, open Opener) (*Registry, *testkit.LogCapture) {
 	t.Helper()
 	logger, logs := testkit.NewLog()
-	r := New(mapping.DefaultPolicy(), open, logger)
+	r := New(mapping.AnyTimePolicy(), open, logger)
 	t.Cleanup(r.Close)
 	return r, logs
 }

@@ -324,7 +324,7 @@ func TestClose(t *testing.T) {
 	}
 
 	logger, _ := testkit.NewLog()
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
+	r := New(mapping.AnyTimePolicy(), st.opener(), logger)
 	idleOut, pollOut, bobOut := newOut(), newOut(), newOut()
 	stuckOut, release := newBlockingOut(r)
 	defer release()
@@ -389,7 +389,7 @@ func TestClose(t *testing.T) {
 func TestNothingWrittenAfterClose(t *testing.T) {
 	st := newTestStore(t, "alice")
 	logger, _ := testkit.NewLog()
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
+	r := New(mapping.AnyTimePolicy(), st.opener(), logger)
 	out := newOut()
 	s := register(r, "alice", 1, out, "INBOX", false)
 	waitQuiet(t, r, s)
@@ -404,7 +404,7 @@ func TestNothingWrittenAfterClose(t *testing.T) {
 func TestRegisterAfterClose(t *testing.T) {
 	st := newTestStore(t, "alice")
 	logger, _ := testkit.NewLog()
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
+	r := New(mapping.AnyTimePolicy(), st.opener(), logger)
 	r.Close()
 
 	s := r.Register("alice", 1, newOut())
@@ -430,7 +430,7 @@ func TestRegisterRacingClose(t *testing.T) {
 	logger, _ := testkit.NewLog()
 	var late atomic.Int64
 	for i := 0; i < 10000 && late.Load() == 0; i++ {
-		r := New(mapping.DefaultPolicy(), st.opener(), logger)
+		r := New(mapping.AnyTimePolicy(), st.opener(), logger)
 		var closed atomic.Bool
 		out := newOut()
 		out.loggedOutHook = func() {

@@ -248,6 +248,10 @@ func (r *Registry) Register(acct string, id uint64, out Out) *Session {
 func (r *Registry) newAccount(acct string) (a *account) {
 	a = &account{name: acct, sessions: map[uint64]*Session{}, cache: map[string]mapping.Status{},
 		pending: map[string]pendingChange{}}
+	if !r.policy.Plain.TellsMailboxes() {
+		// Nobody is told STATUS or LIST: there is nothing to learn.
+		return a
+	}
 	// This runs on the client's command goroutine: a failure here must not
 	// fail its SELECT.
 	defer func() {
@@ -344,7 +348,7 @@ func (r *Registry) Publish(ev event.Event) {
 	if !r.policy.Events.Has(ev.Kind) {
 		return
 	}
-	if ev.Kind == event.FlagChange && !r.policy.StatusItems.FlagDependent() {
+	if ev.Kind == event.FlagChange && (!r.policy.StatusItems.FlagDependent() || !r.policy.Plain.TellsMailboxes()) {
 		return // no STATUS item can change (mapping.ReasonNoFlagItems)
 	}
 	r.mu.Lock()
@@ -356,9 +360,12 @@ func (r *Registry) Publish(ev event.Event) {
 	if r.log.Debug {
 		r.log.DebugMsg("event", "event", ev.String(), "sessions", len(a.sessions))
 	}
+	tells := r.policy.Plain.TellsMailboxes()
 	if ev.Kind.IsMessage() {
-		a.addPendingLocked(ev.Mailbox, ev.Origin, ev.Time, mayBeUnchanged(ev.Kind))
-		a.scheduleLocked(r)
+		if tells {
+			a.addPendingLocked(ev.Mailbox, ev.Origin, ev.Time, mayBeUnchanged(ev.Kind))
+			a.scheduleLocked(r)
+		}
 		if ev.Kind == event.MessageAppend || ev.Kind == event.MessageNew {
 			// The store has committed the new messages: a FETCH that
 			// found them unreadable need not wait for its backoff.
@@ -367,6 +374,9 @@ func (r *Registry) Publish(ev event.Event) {
 			}
 		}
 		return
+	}
+	if !tells {
+		return // nobody is told about the mailbox list (mapping.PlainClients)
 	}
 	a.applyMailboxEventLocked(ev)
 	if len(a.pending) > 0 {
@@ -391,7 +401,7 @@ func (r *Registry) Reconcile(acct string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	a := r.accounts[acct]
-	if a == nil || r.closed {
+	if a == nil || r.closed || !r.policy.Plain.TellsMailboxes() {
 		return
 	}
 	a.reconcile = true
@@ -409,7 +419,7 @@ func (r *Registry) Reconcile(acct string) {
 func (r *Registry) ResyncAll() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed {
+	if r.closed || !r.policy.Plain.TellsMailboxes() {
 		return
 	}
 	r.metrics.Resync("reconnect")
@@ -1180,6 +1190,43 @@ func (r *Registry) LockHierarchy(acct string) (unlock func()) {
 			delete(r.hier, acct)
 		}
 		r.hierMu.Unlock()
+	}
+}
+
+// StartKeepalive makes the registry write "* OK Still here" to every
+// idling client that was written nothing for every (the store's lines and
+// the module's count), so that NAT and mobile networks keep the connection
+// open. It starts one goroutine for all sessions, which ends in Close; call
+// it once, after New. every <= 0 turns keepalives off.
+func (r *Registry) StartKeepalive(every time.Duration) {
+	if every <= 0 {
+		return
+	}
+	// Checked eight times an interval: a client is written a keepalive
+	// between every and 9/8 every after the last line.
+	tick := every / 8
+	r.goSafe("keepalive", "", func() {
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-r.stop:
+				return
+			case now := <-t.C:
+				r.keepalive(now, every)
+			}
+		}
+	})
+}
+
+// keepalive queues a keepalive for each idling session that is due.
+func (r *Registry) keepalive(now time.Time, every time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, a := range r.accounts {
+		for _, s := range a.sessions {
+			s.keepaliveDue(now, every)
+		}
 	}
 }
 

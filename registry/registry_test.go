@@ -107,7 +107,7 @@ type coalesceStore struct {
 // the worker's reads wait for the appends (few, large passes); go-imap's
 // in-memory backend answers at once (many small passes).
 func TestCoalescedStatusMatchesStore(t *testing.T) {
-	items := mapping.DefaultPolicy().StatusItems
+	items := mapping.AnyTimePolicy().StatusItems
 	t.Run("go-imap-sql", func(t *testing.T) {
 		st := newTestStore(t, "alice")
 		st.createMailboxes("alice", "Archive")
@@ -134,7 +134,7 @@ func TestCoalescedStatusMatchesStore(t *testing.T) {
 func testCoalesced(t *testing.T, cs coalesceStore) {
 	const n = 200
 	logger, logs := testkit.NewLog()
-	r := New(mapping.DefaultPolicy(), cs.open, logger)
+	r := New(mapping.AnyTimePolicy(), cs.open, logger)
 	defer r.Close()
 
 	outA, outB, outC := newOut(), newOut(), newOut()
@@ -237,7 +237,7 @@ func TestFlagChange(t *testing.T) {
 		st := newTestStore(t, "alice")
 		st.createMailboxes("alice", "Archive")
 		st.appendMsg("alice", "Archive")
-		p := mapping.DefaultPolicy()
+		p := mapping.AnyTimePolicy()
 		p.StatusItems = mapping.StatusItems{mapping.StatusMessages, mapping.StatusUIDNext}
 		logger, _ := testkit.NewLog()
 		r := New(p, st.opener(), logger)
@@ -315,7 +315,7 @@ func TestMailboxEventsList(t *testing.T) {
 // nothing for the others.
 func TestReconcile(t *testing.T) {
 	line := func(mbox string, msgs int) string {
-		return string(mapping.StatusLine(mbox, mapping.DefaultPolicy().StatusItems,
+		return string(mapping.StatusLine(mbox, mapping.AnyTimePolicy().StatusItems,
 			mapping.Status{Messages: uint32(msgs), UIDNext: uint32(msgs + 1), Unseen: uint32(msgs)}))
 	}
 	for _, tc := range []struct {
@@ -334,7 +334,7 @@ func TestReconcile(t *testing.T) {
 			st.createMailboxes("alice", "Archive", "Junk", "Lists", "Sent")
 			st.setSubscribed("alice", false, "Junk", "Sent") // INBOX, Archive, Lists stay subscribed
 			st.appendMsg("alice", "Lists")
-			p := mapping.DefaultPolicy()
+			p := mapping.AnyTimePolicy()
 			p.StatusMailboxes = tc.scope
 			logger, logs := testkit.NewLog()
 			r := New(p, st.opener(), logger)
@@ -394,7 +394,7 @@ func TestBaselineAtRegister(t *testing.T) {
 	opening, proceed := make(chan struct{}, 1), make(chan struct{})
 	open := st.opener()
 	logger, _ := testkit.NewLog()
-	r := New(mapping.DefaultPolicy(), func(acct string) (backend.User, error) {
+	r := New(mapping.AnyTimePolicy(), func(acct string) (backend.User, error) {
 		select {
 		case opening <- struct{}{}:
 			<-proceed
@@ -556,7 +556,7 @@ func TestStatusNotRepeatedForSeenChange(t *testing.T) {
 	all := []*Session{a, b, c}
 	waitQuiet(t, r, all...)
 
-	line := func() string { return st.statusLine("alice", "Archive", mapping.DefaultPolicy().StatusItems) }
+	line := func() string { return st.statusLine("alice", "Archive", mapping.AnyTimePolicy().StatusItems) }
 	queries := func() int { return st.stats.Status("Archive") }
 	publish := func(kind event.Kind, origin uint64, at time.Time) {
 		r.Publish(event.Event{Kind: kind, Account: "alice", Mailbox: "Archive", Origin: origin, Time: at})
@@ -626,13 +626,13 @@ func TestStatusQueryWaitsForTheLastValue(t *testing.T) {
 	st := newTestStore(t, "alice")
 	st.createMailboxes("alice", "Archive")
 	logger, _ := testkit.NewLog()
-	r := New(mapping.DefaultPolicy(), st.opener(), logger)
+	r := New(mapping.AnyTimePolicy(), st.opener(), logger)
 	r.takeWait = time.Minute // only the session taking the value ends the wait here
 	defer r.Close()
 	out := newOut()
 	s := register(r, "alice", 1, out, "INBOX", true)
 	waitQuiet(t, r, s)
-	line := func() string { return st.statusLine("alice", "Archive", mapping.DefaultPolicy().StatusItems) }
+	line := func() string { return st.statusLine("alice", "Archive", mapping.AnyTimePolicy().StatusItems) }
 
 	// The session's writer is held up before it takes its queue.
 	s.flushMu.Lock()
@@ -655,7 +655,7 @@ func TestStatusQueryWaitsForTheLastValue(t *testing.T) {
 
 	// A session whose writer is stuck in a write and one that does not
 	// idle: no waiting.
-	r2 := New(mapping.DefaultPolicy(), st.opener(), logger)
+	r2 := New(mapping.AnyTimePolicy(), st.opener(), logger)
 	r2.takeWait = time.Minute
 	defer r2.Close()
 	stuckOut, release := newBlockingOut(r2)
@@ -691,7 +691,7 @@ func TestStatusDoubtfulChangeWaitsForNext(t *testing.T) {
 			st := newTestStore(t, "alice")
 			st.createMailboxes("alice", "Archive")
 			logger, _ := testkit.NewLog()
-			r := New(mapping.DefaultPolicy(), st.opener(), logger)
+			r := New(mapping.AnyTimePolicy(), st.opener(), logger)
 			r.doubtWait = time.Minute
 			if !next {
 				r.doubtWait = 50 * time.Millisecond
@@ -700,7 +700,7 @@ func TestStatusDoubtfulChangeWaitsForNext(t *testing.T) {
 			out := newOut()
 			s := register(r, "alice", 1, out, "INBOX", true)
 			waitQuiet(t, r, s)
-			line := func() string { return st.statusLine("alice", "Archive", mapping.DefaultPolicy().StatusItems) }
+			line := func() string { return st.statusLine("alice", "Archive", mapping.AnyTimePolicy().StatusItems) }
 
 			// While the first query runs (after it started, before the
 			// store reads), a second APPEND commits and is published.
@@ -774,6 +774,6 @@ func TestStatusNotQueriedWhenSelectedByAll(t *testing.T) {
 	if n := st.stats.Status("INBOX") - before; n != 1 {
 		t.Errorf("%d STATUS queries of INBOX after b selected Archive, want 1", n)
 	}
-	sameLines(t, "session b", bOut.Take(), []string{st.statusLine("alice", "INBOX", mapping.DefaultPolicy().StatusItems)})
+	sameLines(t, "session b", bOut.Take(), []string{st.statusLine("alice", "INBOX", mapping.AnyTimePolicy().StatusItems)})
 	sameLines(t, "session a", aOut.Take(), nil)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap"
@@ -17,10 +18,15 @@ import (
 type itemKind uint8
 
 const (
-	itemEvent    itemKind = iota // a mailbox event: mapping decides
-	itemStatus                   // a fresh STATUS value of a mailbox
-	itemFetchNew                 // the store announced new messages in the selected mailbox
+	itemEvent     itemKind = iota // a mailbox event: mapping decides
+	itemStatus                    // a fresh STATUS value of a mailbox
+	itemFetchNew                  // the store announced new messages in the selected mailbox
+	itemKeepalive                 // the idling client was written nothing for a while
 )
+
+// keepaliveLine is what an idling client is written when it has been
+// written nothing for the keepalive interval (Registry.StartKeepalive).
+const keepaliveLine = "* OK Still here\r\n"
 
 type item struct {
 	kind    itemKind
@@ -144,6 +150,10 @@ type Session struct {
 	// at once if one came meanwhile.
 	commits uint64
 
+	// lastWrite is when the client was last written something (UnixNano):
+	// the store's lines, ours, or the start of IDLE.
+	lastWrite atomic.Int64
+
 	// flushMu serialises Flush between the writer goroutine and the
 	// command goroutine; view is only touched under it. view is nil until
 	// the session is handed its first STATUS value.
@@ -185,6 +195,7 @@ func (s *Session) SetIdle(idling bool) {
 	was := s.idling
 	s.idling = idling
 	if idling {
+		s.lastWrite.Store(time.Now().UnixNano()) // "+ idling"
 		s.kickLocked()
 	}
 	s.mu.Unlock()
@@ -194,6 +205,18 @@ func (s *Session) SetIdle(idling bool) {
 	case !idling && was:
 		s.reg.metrics.IdlingAdd(-1)
 	}
+}
+
+// EndIdle records that the client left IDLE and returns once no write of
+// the session's is under way any more: a Flush that took the queue while
+// the client idled has written its lines. The caller (the mailbox's Idle)
+// returns before go-imap writes the IDLE command's tagged OK, so that
+// nothing the session was told in IDLE lands after it (PlainDraft: nothing
+// between DONE and the next command's tagged reply).
+func (s *Session) EndIdle() {
+	s.SetIdle(false)
+	s.flushMu.Lock()
+	s.flushMu.Unlock()
 }
 
 // NewMessages records that the store announced new messages (EXISTS) in the
@@ -226,7 +249,23 @@ func (s *Session) committed(mailbox string) {
 // StoreUpdate counts an untagged response of kind (EXISTS, EXPUNGE, FETCH)
 // that the store sent to the session.
 func (s *Session) StoreUpdate(kind string) {
+	s.lastWrite.Store(time.Now().UnixNano())
 	s.reg.metrics.Pushed(kind, 1)
+}
+
+// keepaliveDue queues a keepalive for the session if its client idles and
+// was written nothing for every. It is called with Registry.mu held.
+func (s *Session) keepaliveDue(now time.Time, every time.Duration) {
+	s.mu.Lock()
+	due := s.idling && !s.gone && now.Sub(time.Unix(0, s.lastWrite.Load())) >= every
+	if due {
+		// One per interval, however long its write then takes.
+		s.lastWrite.Store(now.UnixNano())
+	}
+	s.mu.Unlock()
+	if due {
+		s.enqueue(item{kind: itemKeepalive})
+	}
 }
 
 // applyName records in names that the session was handed the mailbox
@@ -408,21 +447,31 @@ func (s *Session) Flush() {
 	default:
 	}
 
+	p := s.reg.policy
 	s.mu.Lock()
+	view := mapping.SessionView{ID: s.id, Account: s.account, Selected: s.selected, Idling: s.idling}
+	// Under plain_clients draft, STATUS and LIST wait for IDLE; so does the
+	// resynchronisation of a queue that overflowed.
+	_, tellNow := mapping.PlainGate(p, view)
 	queue, overflow := s.queue, s.overflow
-	s.queue, s.overflow = nil, false
+	s.queue, s.overflow = nil, overflow && !tellNow && p.Plain.TellsMailboxes()
 	s.flushing = true
 	takeAll(queue)
-	view := mapping.SessionView{ID: s.id, Account: s.account, Selected: s.selected}
 	fetcher := s.fetcher
 	s.mu.Unlock()
+	var deferred []item
 	defer func() {
 		s.mu.Lock()
 		s.flushing = false
+		if len(deferred) > 0 && !s.gone && !s.overflow {
+			// Ahead of what came meanwhile: the order is kept.
+			s.queue = append(deferred, s.queue...)
+			s.kickLocked()
+		}
 		s.mu.Unlock()
 	}()
 
-	if overflow {
+	if overflow && tellNow {
 		// Resynchronise by state now: wait until the account worker has
 		// queued every STATUS in scope, so that this Flush writes them.
 		if done := s.reg.requestResync(s); done != nil {
@@ -441,7 +490,6 @@ func (s *Session) Flush() {
 		}
 	}
 
-	p := s.reg.policy
 	var (
 		lines    [][]byte
 		counts   [3]int
@@ -460,6 +508,7 @@ func (s *Session) Flush() {
 	lastStatus := map[string]int{}
 	otherOrigin := map[string]bool{}
 	shareNames := false
+	keepalive := false
 	for i, it := range queue {
 		if it.kind == itemStatus {
 			key := mapping.MailboxKey(it.mailbox)
@@ -470,9 +519,17 @@ func (s *Session) Flush() {
 		}
 	}
 	for i, it := range queue {
+		if !tellNow && (it.kind == itemEvent || it.kind == itemStatus) {
+			deferred = append(deferred, it)
+			continue
+		}
 		switch it.kind {
 		case itemEvent:
 			plan := mapping.Map(p, it.ev, view)
+			if plan.Action == mapping.Defer {
+				deferred = append(deferred, it)
+				continue
+			}
 			if s.view != nil {
 				s.view.Apply(it.ev, s.id)
 			}
@@ -483,6 +540,8 @@ func (s *Session) Flush() {
 				lines = append(lines, plan.Lines...)
 				note(kindLIST, it.at, len(plan.Lines))
 			}
+		case itemKeepalive:
+			keepalive = true
 		case itemFetchNew:
 			fetchNew = true
 			if fetchAt.IsZero() {
@@ -521,13 +580,18 @@ func (s *Session) Flush() {
 	// The dropped queue may have held the store's announcement of new
 	// messages: fetch what was announced and not yet fetched.
 	fetchNew = fetchNew || overflow
-	if fetchNew && fetcher != nil && len(p.FetchItems) > 0 &&
+	if fetchNew && fetcher != nil && len(p.FetchItems) > 0 && p.Plain.FetchesNew() &&
 		(p.Events.Has(event.MessageNew) || p.Events.Has(event.MessageAppend)) {
 		// The FETCH of new messages goes first: it follows the store's
 		// EXISTS, and the STATUS/LIST lines come after it.
 		if !s.fetchNew(fetcher, p.FetchItems, fetchAt) {
 			return
 		}
+	}
+	if len(lines) == 0 && keepalive && view.Idling {
+		// Nothing else of ours goes out in this flush.
+		lines = append(lines, []byte(keepaliveLine))
+		counts[kindKeepalive]++
 	}
 	if len(lines) == 0 {
 		return
@@ -536,6 +600,7 @@ func (s *Session) Flush() {
 		s.reg.Unregister(s)
 		return
 	}
+	s.lastWrite.Store(time.Now().UnixNano())
 	now := time.Now()
 	for k, n := range counts {
 		if n == 0 {
@@ -566,6 +631,7 @@ func (s *Session) fetchNew(f Fetcher, items mapping.FetchItems, at time.Time) bo
 		if err := s.out.Write(lines); err != nil {
 			return err
 		}
+		s.lastWrite.Store(time.Now().UnixNano())
 		n += len(lines)
 		return nil
 	}, giveUp)
@@ -614,10 +680,10 @@ func (s *Session) fetchNew(f Fetcher, items mapping.FetchItems, at time.Time) bo
 const (
 	kindLIST = iota
 	kindSTATUS
-	kindFETCH
+	kindKeepalive
 )
 
-var kindNames = [...]string{kindLIST: "LIST", kindSTATUS: "STATUS", kindFETCH: "FETCH"}
+var kindNames = [...]string{kindLIST: "LIST", kindSTATUS: "STATUS", kindKeepalive: "keepalive"}
 
 // requestResync asks the account worker for every STATUS in scope for s.
 // The channel it returns is closed once they are queued; nil when there is
