@@ -74,7 +74,7 @@ var metricsLabels = map[string][]string{
 		"MessageNew", "MessageAppend", "MessageExpunge", "FlagChange",
 		"MailboxCreate", "MailboxDelete", "MailboxRename", "SubscriptionChange", "Reconcile",
 		// responses_pushed_total, push_latency_seconds.
-		"EXISTS", "EXPUNGE", "FETCH", "STATUS", "LIST",
+		"EXISTS", "EXPUNGE", "FETCH", "STATUS", "LIST", "keepalive",
 	},
 	"reason": {"overflow", "reconnect"},
 }
@@ -488,6 +488,7 @@ storage.imapsql local_mailboxes {
 
 storage.notify notified_mailboxes {
 	storage &local_mailboxes
+	plain_clients draft
 	broker %s
 }
 `, dsn, broker) + notifyEndpoints + metricsEndpoint

@@ -809,6 +809,7 @@ storage.imapsql local_mailboxes {
 
 storage.notify notified_mailboxes {
 	storage &local_mailboxes
+	plain_clients draft
 }
 
 imap tcp://127.0.0.1:{port:imap} {

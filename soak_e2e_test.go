@@ -733,6 +733,7 @@ func startSoakServer(t *testing.T, bareStore bool) *testkit.Server {
 	wrapper := `
 storage.notify notified_mailboxes {
 	storage &local_mailboxes
+	plain_clients draft
 }
 `
 	block := notify

@@ -272,6 +272,30 @@ func (v *StatusView) Apply(ev event.Event, session uint64) {
 	}
 }
 
+// ApplyListed is Apply for a session that was told of a rename as the old
+// name's deletion and the new name's creation (LIST without OLDNAME, see
+// PlainDraft): what the view remembers of the old name and its children
+// is dropped, and the new name is remembered as a client takes a mailbox
+// it was just told exists: empty, with UIDNEXT 1. The next value of the
+// new name is then told unless it is that. Other events are applied as by
+// Apply.
+func (v *StatusView) ApplyListed(ev event.Event, session uint64) {
+	if ev.Kind != event.MailboxRename {
+		v.Apply(ev, session)
+		return
+	}
+	if ev.Delimiter != "" && !IsInbox(ev.OldMailbox) {
+		prefix := MailboxKey(ev.OldMailbox) + ev.Delimiter
+		for key := range v.sent {
+			if strings.HasPrefix(key, prefix) {
+				delete(v.sent, key)
+			}
+		}
+	}
+	v.Forget(ev.OldMailbox)
+	v.sent[MailboxKey(ev.Mailbox)] = Status{UIDNext: 1}.masked(v.items)
+}
+
 // Len returns the number of mailboxes the view remembers (for metrics and
 // tests).
 func (v *StatusView) Len() int { return len(v.sent) }

@@ -225,3 +225,28 @@ func TestNewStatusViewUnknownItemPanics(t *testing.T) {
 	}()
 	NewStatusView(StatusItems{"MESSAGES", "HIGHESTMODSEQ"})
 }
+
+// TestStatusViewApplyListed: a session told of a rename as a deletion and
+// a creation forgets the old names and takes the new one as a new, empty
+// mailbox: its next value is told unless it is that.
+func TestStatusViewApplyListed(t *testing.T) {
+	v := NewStatusView(StatusItems{StatusMessages, StatusUIDNext, StatusUnseen})
+	v.Update("a", Status{Messages: 3, UIDNext: 4, Unseen: 1})
+	v.Update("a/x", Status{Messages: 1, UIDNext: 2})
+	v.Update("empty", Status{UIDNext: 1})
+	v.ApplyListed(event.Event{Kind: event.MailboxRename, Mailbox: "b", OldMailbox: "a", Delimiter: "/"}, me)
+	if _, changed := v.Update("b", Status{Messages: 3, UIDNext: 4, Unseen: 1}); !changed {
+		t.Error("the renamed mailbox's messages were not told")
+	}
+	if _, changed := v.Update("a/x", Status{Messages: 1, UIDNext: 2}); !changed {
+		t.Error("a child of the old name is still remembered")
+	}
+	v.ApplyListed(event.Event{Kind: event.MailboxRename, Mailbox: "still-empty", OldMailbox: "empty", Delimiter: "/"}, me)
+	if line, changed := v.Update("still-empty", Status{UIDNext: 1}); changed {
+		t.Errorf("an empty renamed mailbox was told %q", line)
+	}
+	v.ApplyListed(event.Event{Kind: event.MailboxDelete, Mailbox: "b"}, me)
+	if _, changed := v.Update("b", Status{Messages: 3, UIDNext: 4, Unseen: 1}); !changed {
+		t.Error("a deleted mailbox is still remembered")
+	}
+}

@@ -378,7 +378,7 @@ func (r *Registry) Publish(ev event.Event) {
 	if !tells {
 		return // nobody is told about the mailbox list (mapping.PlainClients)
 	}
-	a.applyMailboxEventLocked(ev)
+	a.applyMailboxEventLocked(r, ev)
 	if len(a.pending) > 0 {
 		a.scheduleLocked(r) // a RENAME queries the new name
 	}
@@ -574,7 +574,7 @@ func (a *account) doubtLocked(key string, p pendingChange) bool {
 
 // applyMailboxEventLocked keeps the STATUS cache in step with the mailbox
 // hierarchy.
-func (a *account) applyMailboxEventLocked(ev event.Event) {
+func (a *account) applyMailboxEventLocked(r *Registry, ev event.Event) {
 	if a.names != nil {
 		if a.namesShared {
 			a.names, a.namesShared = cloneNames(a.names), false
@@ -614,7 +614,12 @@ func (a *account) applyMailboxEventLocked(ev event.Event) {
 				a.pending[nw+key[len(old):]] = p
 			}
 		}
-		a.addPendingLocked(ev.Mailbox, 0, ev.Time, true)
+		// A client told of the rename by OLDNAME keeps what it knew of
+		// the mailbox: the new name's value is told only if it differs
+		// from the account's. One told of a deletion and a creation
+		// (mapping.PlainDraft) learns the new name's state from the
+		// value, handed to every session.
+		a.addPendingLocked(ev.Mailbox, 0, ev.Time, r.policy.Plain == mapping.AnyTime)
 	}
 }
 

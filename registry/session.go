@@ -531,7 +531,11 @@ func (s *Session) Flush() {
 				continue
 			}
 			if s.view != nil {
-				s.view.Apply(it.ev, s.id)
+				if p.Plain == mapping.AnyTime {
+					s.view.Apply(it.ev, s.id)
+				} else {
+					s.view.ApplyListed(it.ev, s.id)
+				}
 			}
 			if s.applyName(it) {
 				shareNames = true

@@ -82,6 +82,10 @@ storage.imapsql local_mailboxes {
 # The wrapper that tells IDLE-ing clients what happens to the mailboxes.
 storage.notify notified_mailboxes {
     storage &local_mailboxes
+    # the draft's whole mapping (STATUS, LIST) for IDLE clients such as
+    # notify-watch; the default, selected, tells plain clients about their
+    # selected mailbox only
+    plain_clients draft
 }
 
 imap tcp://127.0.0.1:$imap_port {

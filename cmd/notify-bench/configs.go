@@ -37,6 +37,7 @@ func notifyConfig(driver, dsn, broker string) string {
 
 storage.notify notified_mailboxes {
 	storage &local_mailboxes
+	plain_clients draft
 	broker %s
 }
 
