@@ -93,8 +93,8 @@ var serverExtensionsDoor = patch{
 	endp.serv.Enable(compress.NewExtension())
 `,
 		new: `// ServerExtensionsStorage is an optional interface of a storage: the IMAP
-// endpoint enables on its server each extension ` + ServerExtensionsMethod + `
-// returns. It is called once, from Init, before the listeners start.
+// endpoint calls ` + ServerExtensionsMethod + ` once, from Init, before
+// its listeners start, and enables each extension it returns.
 type ServerExtensionsStorage interface {
 	` + ServerExtensionsMethod + `() []imapserver.Extension
 }
