@@ -31,6 +31,7 @@ import (
 	"github.com/emersion/go-imap"
 	sortthread "github.com/emersion/go-imap-sortthread"
 	"github.com/emersion/go-imap/backend"
+	imapserver "github.com/emersion/go-imap/server"
 	i18nlevel "github.com/foxcpp/go-imap-i18nlevel"
 	"github.com/foxcpp/maddy/framework/config"
 	"github.com/foxcpp/maddy/framework/log"
@@ -80,6 +81,11 @@ var (
 	_ backend.AppendLimitBackend = (*Store)(nil)
 	_ sortthread.ThreadBackend   = (*Store)(nil)
 	_ i18nlevel.Backend          = (*Store)(nil)
+
+	// What the custom build's patched IMAP endpoint looks for.
+	_ interface {
+		IMAPServerExtensions() []imapserver.Extension
+	} = (*Store)(nil)
 )
 
 // New creates an uninitialised storage.notify instance. It is maddy's
@@ -271,6 +277,14 @@ func (s *Store) wrapUser(u backend.User) *hooks.User {
 
 // IMAPExtensions returns the inner storage's extensions unchanged.
 func (s *Store) IMAPExtensions() []string { return s.inner.IMAPExtensions() }
+
+// IMAPServerExtensions returns the go-imap server extensions the IMAP
+// endpoint is to enable for this store. Stock maddy never calls it; the
+// custom build's change to maddy's IMAP endpoint (internal/custombuild,
+// ServerExtensionsMethod; docs/maddy-changes.md) calls it once, from the
+// endpoint's Init, before its listeners start. It returns nil for now:
+// NOTIFY (RFC 5465) will be returned here.
+func (s *Store) IMAPServerExtensions() []imapserver.Extension { return nil }
 
 func (s *Store) manageable() (module.ManageableStorage, error) {
 	m, ok := s.inner.(module.ManageableStorage)

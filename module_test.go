@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/emersion/go-imap/backend"
+	imapserver "github.com/emersion/go-imap/server"
 	backendtests "github.com/foxcpp/go-imap-backend-tests"
 	imapsql "github.com/foxcpp/go-imap-sql"
 	"github.com/foxcpp/maddy/framework/config"
@@ -22,6 +23,8 @@ import (
 	// maddy's own modules, storage.imapsql among them, register themselves
 	// here; the tests create the real inner store through the registry.
 	_ "github.com/foxcpp/maddy"
+
+	"github.com/maddy-notify/maddy-notify/internal/custombuild"
 )
 
 func TestMain(m *testing.M) {
@@ -344,4 +347,19 @@ func TestBrokerDirective(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
+}
+
+// TestCustomBuildServerExtensionsMethod: the method the custom build's
+// patched IMAP endpoint calls (custombuild.ServerExtensionsMethod) is the
+// one Store has, with the signature the patch declares. Renaming either
+// side fails here instead of silently cutting the door.
+func TestCustomBuildServerExtensionsMethod(t *testing.T) {
+	m, ok := reflect.TypeOf((*Store)(nil)).MethodByName(custombuild.ServerExtensionsMethod)
+	if !ok {
+		t.Fatalf("*Store has no method %s", custombuild.ServerExtensionsMethod)
+	}
+	want := reflect.TypeOf(func(*Store) []imapserver.Extension { return nil })
+	if m.Type != want {
+		t.Errorf("(*Store).%s is %v, want %v", custombuild.ServerExtensionsMethod, m.Type, want)
+	}
 }

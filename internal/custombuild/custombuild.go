@@ -11,6 +11,14 @@
 // imap-msgs, hash, ...) whose module registry also holds whatever the extra
 // module registers in its init functions (for this project: storage.notify).
 //
+// On the way Build makes two named changes to the copied third-party source,
+// all kept in patches.go and written up for upstream in
+// docs/maddy-changes.md: maddy's IMAP endpoint enables go-imap server
+// extensions a storage offers (ServerExtensionsMethod), and the go-imap v1
+// fork maddy builds with, copied next to maddy and linked in by a replace
+// directive, answers a command pipelined after IDLE's DONE. A source that
+// does not have the expected shape fails the build.
+//
 // The package owns the temporary build folder and the go commands it starts;
 // it does not import maddy or the module it links in, and it never changes the
 // go.mod of the module it links in.
@@ -137,6 +145,11 @@ func Build(ctx context.Context, o Options) error {
 	}
 
 	if err := writePlugin(filepath.Join(tree, "cmd", "maddy", pluginFile), o.Module); err != nil {
+		return err
+	}
+
+	// The changes to third-party source, all in patches.go.
+	if err := applyPatches(ctx, o, scratch, tree, out); err != nil {
 		return err
 	}
 

@@ -62,6 +62,11 @@ func TestBuildFromCheckout(t *testing.T) {
 		if d.Path == DefaultModule && (d.Replace == nil || d.Replace.Path != root) {
 			t.Errorf("%s is linked in without a replace pointing at %s: %+v", DefaultModule, root, d)
 		}
+		// The patched copy of the go-imap fork (patches.go): a folder, so
+		// no version.
+		if d.Path == goIMAPModule && (d.Replace == nil || d.Replace.Version != "(devel)" || !filepath.IsAbs(d.Replace.Path)) {
+			t.Errorf("%s is linked in without a replace pointing at a patched copy: %+v", goIMAPModule, d.Replace)
+		}
 	}
 	if _, ok := deps[DefaultModule]; !ok {
 		t.Errorf("%s is not linked into the binary", DefaultModule)

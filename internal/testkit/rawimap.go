@@ -229,6 +229,22 @@ func (c *RawConn) Done() []string {
 	}
 }
 
+// DonePipelined ends the running IDLE the way a pipelining client does: it
+// writes DONE and line (a complete tagged command, without CRLF) in one
+// write and returns the IDLE command's tag. It reads nothing; the test
+// reads IDLE's completion and line's response (Expect). It fails the test
+// without a running IDLE or on an I/O error.
+func (c *RawConn) DonePipelined(line string) (idleTag string) {
+	c.t.Helper()
+	if c.idleTag == "" {
+		c.t.Fatalf("testkit: DonePipelined without Idle")
+	}
+	idleTag = c.idleTag
+	c.idleTag = ""
+	c.Send("DONE\r\n" + line)
+	return idleTag
+}
+
 // Expect reads len(want) lines and fails t unless they are exactly want, in
 // order. All of them must arrive within timeout. Expect does not look
 // beyond the wanted lines: follow it with ExpectNothing to assert that

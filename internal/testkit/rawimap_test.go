@@ -203,3 +203,22 @@ func runFakeT(t testing.TB, fn func(*fakeTB)) *fakeTB {
 	<-done
 	return ft
 }
+
+func TestDonePipelined(t *testing.T) {
+	addr := fakeServer(t,
+		step{send: "* OK fake\r\n"},
+		step{want: []string{"T1 IDLE"}, send: "+ idling\r\n"},
+		step{want: []string{"DONE", "x1 NOOP"}, send: "T1 OK IDLE done\r\nx1 OK NOOP done\r\n"},
+		step{want: []string{"T2 NOOP"}, send: "T2 OK NOOP done\r\n"},
+	)
+	c := DialRaw(t, addr)
+	c.Idle()
+	if tag := c.DonePipelined("x1 NOOP"); tag != "T1" {
+		t.Fatalf("DonePipelined returned tag %q, want T1", tag)
+	}
+	c.Expect(t, time.Second, "T1 OK IDLE done", "x1 OK NOOP done")
+	// The IDLE is over: Cmd works again.
+	if _, tagged := c.Cmd("NOOP"); tagged != "OK NOOP done" {
+		t.Fatalf("NOOP: %q", tagged)
+	}
+}
