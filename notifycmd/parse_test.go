@@ -6,7 +6,9 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -303,5 +305,46 @@ func TestNonexistentMailboxesAreFine(t *testing.T) {
 	}
 	if m := in.Match(mapping.NotifyMessageNew, mapping.MailboxFacts{Name: "nosuch", Delimiter: "/"}); !m.Wanted || !m.Status {
 		t.Fatalf("nosuch, once created, matched %+v", m)
+	}
+}
+
+// TestDocumentedLines: every refusal docs/notify.md shows, in its table of
+// rules and its C:/S: examples, is the line Parse gives.
+func TestDocumentedLines(t *testing.T) {
+	doc, err := os.ReadFile("../docs/notify.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("\\| `([^`]+)` \\| `(a (?:BAD|NO) [^`]+)` \\|$")
+	var n int
+	lines := strings.Split(string(doc), "\n")
+	for i, l := range lines {
+		var cmd, want string
+		if m := row.FindStringSubmatch(l); m != nil {
+			cmd, want = "a NOTIFY SET "+m[1], m[2]
+		} else if c, ok := strings.CutPrefix(l, "C: "); ok && i+1 < len(lines) && strings.HasPrefix(lines[i+1], "S: ") {
+			resp := strings.TrimPrefix(lines[i+1], "S: ")
+			if !strings.Contains(resp, " NO ") && !strings.Contains(resp, " BAD ") {
+				continue
+			}
+			cmd, want = c, resp
+		} else {
+			continue
+		}
+		n++
+		tag, _, _ := strings.Cut(cmd, " ")
+		_, perr := Parse(fields(t, cmd))
+		if perr == nil {
+			t.Errorf("docs/notify.md: %q is accepted, the doc says %q", cmd, want)
+			continue
+		}
+		got := strings.TrimSuffix(wire(t, perr), "\r\n")
+		if got = tag + strings.TrimPrefix(got, "a"); got != want {
+			t.Errorf("docs/notify.md: %q\n gives %q\n  says %q", cmd, got, want)
+		}
+	}
+	t.Logf("%d documented refusals checked", n)
+	if n < 7 {
+		t.Errorf("found %d documented refusals in docs/notify.md, want at least 7", n)
 	}
 }
