@@ -169,7 +169,8 @@ const (
 	// only the personal namespace).
 	FilterPersonal
 	// FilterSubscribed: the subscribed mailboxes, as they are at the time of
-	// the change (section 6.4).
+	// the change (section 6.4); a SubscriptionChange, which moves a mailbox
+	// into or out of that set, always matches.
 	FilterSubscribed
 	// FilterSubtree: the named mailboxes and every mailbox below them
 	// (section 6.5).
@@ -408,8 +409,9 @@ type MailboxFacts struct {
 	Delimiter string
 	// Selected says whether the session has this mailbox selected.
 	Selected bool
-	// Subscribed says whether the mailbox is subscribed (after the change,
-	// for SubscriptionChange). Read only when NeedsSubscription.
+	// Subscribed says whether the mailbox is subscribed; for a deleted
+	// mailbox, whether it was before. Read only when NeedsSubscription, and
+	// not for SubscriptionChange (the subscribed filter matches every one).
 	Subscribed bool
 }
 
@@ -448,7 +450,8 @@ type Match struct {
 //     (MailboxName, SubscriptionChange) about the selected mailbox is
 //     matched by the other filters, as about any other mailbox.
 //   - inboxes and personal match every mailbox (FilterInboxes explains).
-//   - subscribed matches when f.Subscribed.
+//   - subscribed matches when f.Subscribed, and for every
+//     SubscriptionChange (the mailbox was subscribed before or after it).
 //   - subtree matches a named mailbox and every mailbox below it
 //     (f.Delimiter); mailboxes matches exactly the named ones. INBOX is
 //     compared without regard to case.
@@ -513,7 +516,9 @@ func (flt Filter) matches(e NotifyEvent, f MailboxFacts) bool {
 	case FilterInboxes, FilterPersonal:
 		return true
 	case FilterSubscribed:
-		return f.Subscribed
+		// A subscription change moves the mailbox into or out of the set:
+		// it belonged to it before or after, so the client hears of both.
+		return f.Subscribed || e == NotifySubscriptionChange
 	case FilterSubtree:
 		for _, root := range flt.Mailboxes {
 			if inSubtree(f.Name, root, f.Delimiter) {

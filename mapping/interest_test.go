@@ -124,7 +124,8 @@ func TestMatch(t *testing.T) {
 		{"first match decides: subtree lacks FlagChange", NotifyFlagChange, subd("Lists/go"), Match{Group: 2}},
 		{"subscribed", NotifyFlagChange, subd("Archive"), Match{Group: 3, Wanted: true, Status: true}},
 		{"subscribed lacks SubscriptionChange", NotifySubscriptionChange, subd("Archive"), Match{Group: 3}},
-		{"personal", NotifySubscriptionChange, box("Archive"), Match{Group: 4, Wanted: true}},
+		{"an unsubscription matches subscribed", NotifySubscriptionChange, box("Archive"), Match{Group: 3}},
+		{"personal", NotifyMailboxName, box("Archive"), Match{Group: 4, Wanted: true}},
 		{"personal lacks messages", NotifyMessageNew, box("Archive"), Match{Group: 4}},
 		{"invalid event", 0, box("Archive"), Match{Group: -1}},
 	}
@@ -170,6 +171,14 @@ func TestMatchSelected(t *testing.T) {
 		if !in.Wants(event.MessageNew, box(name)) {
 			t.Errorf("inboxes does not match %s", name)
 		}
+	}
+	// Subscribing and unsubscribing are both told under subscribed.
+	in = Interest{Groups: []EventGroup{grp(FilterSubscribed, nSub|nName)}}
+	if !in.Wants(event.SubscriptionChange, box("Old")) || !in.Wants(event.SubscriptionChange, subd("New")) {
+		t.Error("a subscription change not told under subscribed")
+	}
+	if in.Wants(event.MailboxCreate, box("Unsubscribed")) || !in.Wants(event.MailboxDelete, subd("Was")) {
+		t.Error("subscribed filter and MailboxName")
 	}
 	// INBOX in any case.
 	in = Interest{Groups: []EventGroup{grp(FilterMailboxes, nMsg, "INBOX"), grp(FilterSubtree, nName, "INBOX")}}
