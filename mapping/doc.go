@@ -17,6 +17,11 @@
 // maddy itself writes; it must not import the rest of this module, maddy, or
 // go-imap v2 (the tests use go-imap v2's client as a strict parser).
 //
+// Interest is what a session asked to be told with the NOTIFY command (RFC
+// 5465; package notifycmd parses it): its Match decides, for one change,
+// which event group applies and whether the client wants the change
+// (docs/notify.md).
+//
 // Responses that go-imap-mess already sends for the selected mailbox (EXISTS,
 // RECENT, EXPUNGE, FETCH FLAGS) are never produced by Map: Plan says
 // SelectedHandledByStore instead, so nothing is duplicated.
