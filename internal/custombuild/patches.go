@@ -3,7 +3,7 @@
 package custombuild
 
 // This file holds every change the custom build makes to copied third-party
-// source: two named patches, each meant to be offered upstream (the
+// source: three named patches, each meant to be offered upstream (the
 // unified diffs, the reasons and the tests are in docs/maddy-changes.md).
 //
 //   - serverExtensionsDoor, in maddy's internal/endpoint/imap/imap.go: the
@@ -15,6 +15,9 @@ package custombuild
 //   - idleDoneBuffered, in the go-imap v1 fork maddy replaces go-imap with:
 //     IDLE reads DONE through the connection's own buffered reader, so a
 //     command pipelined after DONE is answered instead of lost.
+//   - idleAnswersAfterMailbox, in the same fork: IDLE writes its tagged OK
+//     only once the mailbox's Idle has returned, so that nothing a backend
+//     writes in IDLE follows it.
 //
 // A patch is a list of exact text replacements. Build refuses loudly (an
 // error naming the file and the text it expected) when the source does not
@@ -191,16 +194,26 @@ var idleDoneBuffered = patch{
 		file: "server/conn.go",
 		old: `func (c *conn) silent() *bool {
 `,
-		new: `// readLine reads one line through the buffered reader commands are read
+		new: `// maxIdleLine bounds the line readLine reads (bufio.Scanner's 64 KiB
+// bounded the stock handler's): a client that never ends it is refused.
+const maxIdleLine = 8192
+
+// readLine reads one line through the buffered reader commands are read
 // with and returns it without its line ending. Only a command handler may
 // call it (it runs on the goroutine that reads commands).
 func (c *conn) readLine() (string, error) {
-	line, err := c.Conn.Reader.ReadString('\n')
-	if err != nil {
-		return "", err
+	var line strings.Builder
+	for line.Len() < maxIdleLine {
+		r, _, err := c.Conn.Reader.ReadRune()
+		if err != nil {
+			return "", err
+		}
+		if r == '\n' {
+			return strings.TrimSuffix(line.String(), "\r"), nil
+		}
+		line.WriteRune(r)
 	}
-	line = strings.TrimSuffix(line, "\n")
-	return strings.TrimSuffix(line, "\r"), nil
+	return "", errors.New("line too long")
 }
 
 func (c *conn) silent() *bool {
@@ -217,8 +230,46 @@ func (c *conn) silent() *bool {
 	}},
 }
 
+// idleAnswersAfterMailbox is the change to the go-imap v1 fork's server
+// that makes IDLE write its tagged OK only once the mailbox's Idle, which
+// the handler runs in a goroutine of its own, has returned. Stock, the
+// handler hands DONE to Idle and answers at once, while Idle may still be
+// writing: a backend that pushes updates in IDLE (storage.notify's
+// plain_clients draft) cannot keep them from landing after the OK, in the
+// answer to the client's next command. Where Idle returns without taking
+// DONE, the handler no longer blocks forever on handing it over.
+var idleAnswersAfterMailbox = patch{
+	name: "IDLE answers after the mailbox's Idle returned",
+	edits: []edit{{
+		file: "server/cmd_auth.go",
+		old: `	done := make(chan struct{})
+	go ctx.Mailbox.Idle(done)
+	defer func() {
+		done <- struct{}{}
+	}()
+`,
+		new: `	done := make(chan struct{})
+	idled := make(chan struct{})
+	go func() {
+		defer close(idled)
+		ctx.Mailbox.Idle(done)
+	}()
+	// The tagged OK goes out once Idle has returned: nothing it writes
+	// can follow it.
+	defer func() {
+		select {
+		case done <- struct{}{}:
+		case <-idled:
+		}
+		<-idled
+	}()
+`,
+	}},
+}
+
 // applyPatches makes the changes of this file: serverExtensionsDoor to the
-// maddy source in tree (a writable copy), and idleDoneBuffered to a copy of
+// maddy source in tree (a writable copy), and idleDoneBuffered and
+// idleAnswersAfterMailbox to a copy of
 // the go-imap module maddy builds with, made in scratch and put in place by
 // a replace directive in tree's go.mod (it takes the place of maddy's own
 // replace of go-imap with the fork; a directory replacement needs no go.sum
@@ -241,8 +292,10 @@ func applyPatches(ctx context.Context, o Options, scratch, tree string, out io.W
 	if err := copyTree(dir, goIMAP); err != nil {
 		return fmt.Errorf("custombuild: copy %s source: %w", src, err)
 	}
-	if err := applyReport(out, idleDoneBuffered, goIMAP); err != nil {
-		return err
+	for _, p := range []patch{idleDoneBuffered, idleAnswersAfterMailbox} {
+		if err := applyReport(out, p, goIMAP); err != nil {
+			return err
+		}
 	}
 	return runGo(ctx, o, tree, "go mod edit", "mod", "edit", "-replace="+goIMAPModule+"="+goIMAP)
 }

@@ -17,7 +17,7 @@ import (
 
 // allPatches are the patches this package applies, for tests that hold
 // each of them to the same rules.
-var allPatches = []patch{serverExtensionsDoor, idleDoneBuffered}
+var allPatches = []patch{serverExtensionsDoor, idleDoneBuffered, idleAnswersAfterMailbox}
 
 // writeShaped writes, under root, every file p edits holding each edit's old
 // text between filler lines, and returns the contents the patched files
@@ -214,7 +214,7 @@ func realSources(t *testing.T) (maddy, goIMAP string) {
 	for _, c := range []struct {
 		p    patch
 		root string
-	}{{serverExtensionsDoor, maddy}, {idleDoneBuffered, goIMAP}} {
+	}{{serverExtensionsDoor, maddy}, {idleDoneBuffered, goIMAP}, {idleAnswersAfterMailbox, goIMAP}} {
 		if applied, err := c.p.apply(c.root); err != nil || !applied {
 			t.Fatalf("patch %q on the real source = %v, %v; want true, nil", c.p.name, applied, err)
 		}
