@@ -5,6 +5,7 @@ package registry
 import (
 	"errors"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -295,6 +296,18 @@ func (s *Session) applyName(it item) (own bool) {
 	return true
 }
 
+// toldExists reports whether the mailbox key is in the set the session
+// was told (true when that set is unknown).
+func (s *Session) toldExists(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.names == nil {
+		return true
+	}
+	_, ok := s.names[key]
+	return ok
+}
+
 // applyNameEvent applies a mailbox event to a mailbox set.
 func applyNameEvent(names map[string]imap.MailboxInfo, ev event.Event) {
 	switch ev.Kind {
@@ -305,6 +318,22 @@ func applyNameEvent(names map[string]imap.MailboxInfo, ev event.Event) {
 	case event.MailboxRename:
 		if !mapping.IsInbox(ev.OldMailbox) {
 			delete(names, mapping.MailboxKey(ev.OldMailbox))
+			// RENAME moves the hierarchy (each child's own event, if
+			// any, then finds it moved).
+			if ev.Delimiter != "" {
+				prefix := mapping.MailboxKey(ev.OldMailbox) + ev.Delimiter
+				var moved []imap.MailboxInfo
+				for key, info := range names {
+					if strings.HasPrefix(key, prefix) {
+						delete(names, key)
+						info.Name = ev.Mailbox + info.Name[len(ev.OldMailbox):]
+						moved = append(moved, info)
+					}
+				}
+				for _, info := range moved {
+					names[mapping.MailboxKey(info.Name)] = info
+				}
+			}
 		}
 		names[mapping.MailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
 	}
@@ -530,12 +559,19 @@ func (s *Session) Flush() {
 				deferred = append(deferred, it)
 				continue
 			}
-			if s.view != nil {
-				if p.Plain == mapping.AnyTime {
-					s.view.Apply(it.ev, s.id)
-				} else {
-					s.view.ApplyListed(it.ev, s.id)
-				}
+			// A plain client told of another session's rename takes the
+			// new name for a new mailbox (no OLDNAME): its view must say
+			// so even before its first STATUS.
+			listed := p.Plain != mapping.AnyTime && it.ev.Origin != s.id
+			if s.view == nil && listed && it.ev.Kind == event.MailboxRename {
+				s.view = mapping.NewStatusView(p.StatusItems)
+			}
+			switch {
+			case s.view == nil:
+			case listed:
+				s.view.ApplyListed(it.ev, s.id)
+			default:
+				s.view.Apply(it.ev, s.id)
 			}
 			if s.applyName(it) {
 				shareNames = true
@@ -565,6 +601,12 @@ func (s *Session) Flush() {
 				if s.view != nil {
 					s.view.Forget(it.mailbox)
 				}
+				continue
+			}
+			if !s.toldExists(key) {
+				// Deleted (or renamed away) in what the client was told
+				// since the value was read: a STATUS of it now would
+				// contradict the LIST.
 				continue
 			}
 			if s.view == nil {
