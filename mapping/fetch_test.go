@@ -113,9 +113,11 @@ func TestFetchLine(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := string(FetchLine(tt.seq, tt.d, tt.items)); got != tt.want {
+			line := FetchLine(tt.seq, tt.d, tt.items)
+			if got := string(line); got != tt.want {
 				t.Errorf("FetchLine\n got %q\nwant %q", got, tt.want)
 			}
+			strict(t, line, true)
 		})
 	}
 
@@ -149,9 +151,11 @@ func TestFlagsFetchLine(t *testing.T) {
 		{7, 12, nil, `* 7 FETCH (FLAGS () UID 12)` + "\r\n"},
 	}
 	for _, tt := range tests {
-		if got := string(FlagsFetchLine(tt.seq, tt.uid, tt.flags)); got != tt.want {
+		line := FlagsFetchLine(tt.seq, tt.uid, tt.flags)
+		if got := string(line); got != tt.want {
 			t.Errorf("FlagsFetchLine(%d, %d, %q)\n got %q\nwant %q", tt.seq, tt.uid, tt.flags, got, tt.want)
 		}
+		strict(t, line, true)
 	}
 }
 

@@ -55,6 +55,22 @@ func carried(in []string) []string {
 	return out
 }
 
+// carriedListAttrs returns the attributes of in that ListLine writes: a
+// backslash and an atom, and of the selectability attributes only the
+// first.
+func carriedListAttrs(in []string) []string {
+	var out []string
+	sflag := false
+	for _, a := range in {
+		if !validListAttr(a) || (isSFlag(a) && sflag) {
+			continue
+		}
+		sflag = sflag || isSFlag(a)
+		out = append(out, a)
+	}
+	return out
+}
+
 // sameFlags compares flags as IMAP does: without regard to case.
 func sameFlags(got []imapv2.Flag, want []string) bool {
 	if len(got) != len(want) {
@@ -84,6 +100,7 @@ func FuzzFetchFlags(f *testing.F) {
 		}
 		flags := splitFlags(flagList)
 		line := FetchLine(seq, FetchData{UID: uid, Flags: flags}, FetchItems{"FLAGS"})
+		strict(t, line, true)
 		m, err := parseFetchV2(t, line)
 		if err != nil {
 			t.Fatalf("flags %q: line %q: go-imap v2: %v", flags, line, err)
@@ -123,6 +140,7 @@ func FuzzListLine(f *testing.F) {
 		}
 		attrs := splitFlags(attrList)
 		line := ListLine(attrs, d, name, oldName)
+		strict(t, line, oldName == "")
 		got, err := parseListV2(t, line)
 		if err != nil {
 			t.Fatalf("line %q: go-imap v2: %v", line, err)
@@ -136,7 +154,7 @@ func FuzzListLine(f *testing.F) {
 		if want := rune(delim); got.Delim != want {
 			t.Fatalf("line %q: delimiter %q, want %q", line, got.Delim, want)
 		}
-		want := carried(attrs)
+		want := carriedListAttrs(attrs)
 		if len(got.Attrs) != len(want) {
 			t.Fatalf("line %q: attributes %q, want %q", line, got.Attrs, want)
 		}
@@ -155,11 +173,15 @@ func FuzzStatusValues(f *testing.F) {
 	f.Add("Archive", uint32(4294967295), uint32(4294967295), uint32(4294967295), uint32(4294967295), uint32(4294967295))
 	f.Add("日本語", uint32(3), uint32(9), uint32(1), uint32(4242), uint32(2))
 	f.Fuzz(func(t *testing.T, name string, messages, uidNext, recent, uidValidity, unseen uint32) {
-		if ValidName(name) != nil || uidNext == 0 || uidValidity == 0 {
-			t.Skip() // go-imap v2 rejects UIDNEXT and UIDVALIDITY 0 (nz-number)
+		if ValidName(name) != nil {
+			t.Skip()
 		}
 		st := Status{Messages: messages, Recent: recent, UIDNext: uidNext, UIDValidity: uidValidity, Unseen: unseen}
 		line := StatusLine(name, roundTripItems, st)
+		strict(t, line, true) // RFC 3501 has number, not nz-number, for every item
+		if uidNext == 0 || uidValidity == 0 {
+			t.Skip() // go-imap v2 rejects UIDNEXT and UIDVALIDITY 0 (nz-number, as RFC 9051)
+		}
 		d, err := parseStatusV2(t, name, line)
 		if err != nil {
 			t.Fatalf("line %q: %v", line, err)
@@ -194,6 +216,7 @@ func FuzzMapEvent(f *testing.F) {
 			return
 		}
 		for _, line := range plan.Lines {
+			strict(t, line, ev.Kind != event.MailboxRename)
 			d, err := parseListV2(t, line)
 			if err != nil {
 				t.Fatalf("%v: line %q: go-imap v2: %v", ev, line, err)
