@@ -20,6 +20,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/emersion/go-imap"
 	imapv2 "github.com/emersion/go-imap/v2"
 
 	"github.com/maddy-notify/maddy-notify/event"
@@ -228,5 +229,54 @@ func FuzzMapEvent(f *testing.F) {
 				t.Fatalf("%v: line %q lacks \\NonExistent", ev, line)
 			}
 		}
+	})
+}
+
+// FuzzBodyStructure: the FETCH line for a new message is RFC 3501 syntax
+// (internal/imapsyntax) for any structure the store may hand over: any
+// header text in every field, parameters or none, multipart, nested and
+// message/rfc822 parts, with or without envelope. shape's bits choose the
+// structure.
+func FuzzBodyStructure(f *testing.F) {
+	f.Add("text", "plain", "", "", "", "charset", "utf-8", "", "", "", "", uint8(0), uint32(11), uint32(1))
+	f.Add("application", "pdf", "base64", "<1@x>", "Bericht für Jänner", "name", "a b.pdf", "attachment", "de", "http://x/", "md5", uint8(0x0f), uint32(5), uint32(0))
+	f.Add("", "", "7bit", "\x00", "\r\n", "", "", "inline", "", "", "", uint8(0xff), uint32(0), uint32(0))
+	f.Add("message", "rfc822", "", "a\"b", `c\d`, "k", "", "x", "", "", "", uint8(0x30), uint32(1), uint32(2))
+	f.Fuzz(func(t *testing.T, typ, sub, enc, id, desc, pkey, pval, disp, lang, loc, md5 string, shape uint8, size, lines uint32) {
+		part := func() *imap.BodyStructure {
+			bs := &imap.BodyStructure{MIMEType: typ, MIMESubType: sub, Encoding: enc, Id: id, Description: desc,
+				Size: size, Lines: lines, Extended: shape&1 != 0, Disposition: disp, MD5: md5}
+			if pkey != "" || shape&2 != 0 {
+				bs.Params = map[string]string{pkey: pval}
+			}
+			if shape&4 != 0 {
+				bs.DispositionParams = map[string]string{pval: pkey}
+			}
+			if lang != "" || shape&8 != 0 {
+				bs.Language = []string{lang}
+			}
+			if loc != "" {
+				bs.Location = []string{loc}
+			}
+			return bs
+		}
+		bs := part()
+		if shape&0x10 != 0 {
+			bs.Envelope = &imap.Envelope{Subject: desc, MessageId: id,
+				From: []*imap.Address{{PersonalName: desc, MailboxName: pkey, HostName: pval}, {MailboxName: id}}}
+			if shape&0x20 != 0 {
+				bs.BodyStructure = part()
+			}
+		}
+		if shape&0x40 != 0 {
+			bs = &imap.BodyStructure{MIMEType: "multipart", MIMESubType: sub, Params: bs.Params, Extended: true,
+				Parts: []*imap.BodyStructure{bs, part()}}
+		}
+		if shape&0x80 != 0 {
+			bs = &imap.BodyStructure{MIMEType: "Multipart", MIMESubType: "mixed", Extended: true,
+				Parts: []*imap.BodyStructure{part(), bs}}
+		}
+		d := FetchData{UID: 1, BodyStructure: bs, Envelope: bs.Envelope, Flags: []string{typ, `\Seen`}}
+		strict(t, FetchLine(1, d, FetchItems{"FLAGS", "BODYSTRUCTURE", "ENVELOPE"}), true)
 	})
 }
