@@ -35,6 +35,13 @@ import (
 // names, subjects) RFC 2047-encoded as go-imap v1 does, so a lenient client
 // sees the values it saw before.
 
+// BodyStructure returns bs as FetchLine writes it after "BODYSTRUCTURE ":
+// RFC 3501 "body" with extension data. bs must not be nil; it is not
+// modified.
+func BodyStructure(bs *imap.BodyStructure) []byte {
+	return appendBody(nil, bs, true)
+}
+
 // emptyPart stands for a part the structure lacks where the grammar needs
 // one: the body of a multipart without parts, or of a message/rfc822 part
 // whose body structure is missing. It is an empty text/plain part, as
