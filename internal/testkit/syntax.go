@@ -82,14 +82,25 @@ func CheckPlainModuleLine(t testing.TB, line string) {
 
 func checkLine(t testing.TB, line string, plain bool) {
 	t.Helper()
+	if src, err := lineError(line, plain); err != nil {
+		reportLine(t, src, line, err)
+	}
+}
+
+// lineError checks line (without CRLF) and returns who writes it and the
+// syntax error, if any. Continuation requests are not checked.
+func lineError(line string, plain bool) (LineSource, error) {
+	src := LineSourceOf(line)
 	if strings.HasPrefix(line, "+") {
-		return
+		return src, nil
 	}
-	err := imapsyntax.Check([]byte(line+"\r\n"), imapsyntax.Options{Plain: plain})
-	if err == nil {
-		return
-	}
-	if src := LineSourceOf(line); src == SourceModule {
+	return src, imapsyntax.Check([]byte(line+"\r\n"), imapsyntax.Options{Plain: plain})
+}
+
+// reportLine fails t for a module line and logs any other.
+func reportLine(t testing.TB, src LineSource, line string, err error) {
+	t.Helper()
+	if src == SourceModule {
 		t.Errorf("testkit: a line storage.notify wrote is not RFC 3501 syntax: %v\n line: %q", err, line)
 	} else {
 		t.Logf("testkit: a line of %v is not RFC 3501 syntax (not the module's): %v", src, err)

@@ -85,13 +85,14 @@ func TestCheckModuleLine(t *testing.T) {
 
 // TestRawConnChecksLines: RawConn checks the lines it reads as they
 // arrive, during IDLE and in a command's untagged lines, but not a
-// command's own answer.
+// command's own answer; of the store's faulty lines it logs the first.
 func TestRawConnChecksLines(t *testing.T) {
 	bad := `* STATUS "a" (MESSAGES 1 SIZE 2)`
+	storeBad := `* 1 FETCH (FLAGS ( \Recent) UID 1)`
 	addr := fakeServer(t,
 		step{send: "* OK fake\r\n"},
 		step{want: []string{`T1 STATUS "a" (MESSAGES SIZE)`}, send: bad + "\r\nT1 OK done\r\n"},
-		step{want: []string{"T2 NOOP"}, send: bad + "\r\nT2 OK done\r\n"},
+		step{want: []string{"T2 NOOP"}, send: bad + "\r\n" + storeBad + "\r\n" + storeBad + "\r\nT2 OK done\r\n"},
 		step{want: []string{"T3 IDLE"}, send: "+ idling\r\n" + `* 2 FETCH (UID 2 FLAGS (a"b))` + "\r\n"},
 	)
 	r := &recordTB{TB: t}
@@ -103,6 +104,9 @@ func TestRawConnChecksLines(t *testing.T) {
 	c.Cmd("NOOP")
 	if len(r.errors) != 1 || !strings.Contains(r.errors[0], "status-att") {
 		t.Fatalf("after NOOP: errors %q, want one for the STATUS line", r.errors)
+	}
+	if len(r.logs) != 1 || !strings.Contains(r.logs[0], "the store") {
+		t.Fatalf("after NOOP: logs %q, want one for the first of the store's two lines", r.logs)
 	}
 	c.Idle()
 	c.Expect(t, ExpectTimeout, `* 2 FETCH (UID 2 FLAGS (a"b))`)
