@@ -5,7 +5,8 @@
 // extensions storage.notify speaks: RFC 4551/7162 (HIGHESTMODSEQ, MODSEQ,
 // NOMODSEQ, MODIFIED), RFC 5258 (LIST-EXTENDED: \NonExistent, \Subscribed,
 // \Remote, child flags, mbox-list-extended with CHILDINFO) and RFC 5465
-// (NOTIFY: OLDNAME, NOTIFICATIONOVERFLOW, BADEVENT).
+// (NOTIFY: OLDNAME, NOTIFICATIONOVERFLOW, BADEVENT), and RFC 5256's SORT
+// and THREAD responses (maddy answers those commands).
 //
 // It is test support: any test may call it on a line a server wrote. It
 // checks syntax only (no state: a FETCH of sequence number 9 in a mailbox of
@@ -519,11 +520,25 @@ func (p *parser) untagged() {
 		p.mailboxList()
 	case p.accept("SEARCH"):
 		p.search()
+	case p.accept("SORT"):
+		for p.peek() == ' ' {
+			p.sp()
+			p.nzNumber()
+		}
+	case p.accept("THREAD"):
+		// "THREAD" [SP 1*thread-list]
+		if p.peek() == ' ' {
+			p.sp()
+			p.threadList()
+			for p.peek() == '(' {
+				p.threadList()
+			}
+		}
 	case p.accept("STATUS"):
 		p.sp()
 		p.statusData()
 	default:
-		p.fail("number, OK, NO, BAD, BYE, CAPABILITY, FLAGS, LIST, LSUB, SEARCH or STATUS")
+		p.fail("number, OK, NO, BAD, BYE, CAPABILITY, FLAGS, LIST, LSUB, SEARCH, SORT, THREAD or STATUS")
 	}
 	p.crlfEnd()
 }
@@ -764,6 +779,39 @@ func (p *parser) search() {
 			return
 		}
 		p.nzNumber()
+	}
+}
+
+// threadList (RFC 5256): "(" (thread-members / thread-nested) ")";
+// thread-members = nz-number *(SP nz-number) [SP thread-nested];
+// thread-nested = 2*thread-list.
+func (p *parser) threadList() {
+	p.byte('(')
+	if p.peek() == '(' {
+		p.threadNested()
+	} else {
+		p.nzNumber()
+		for p.peek() == ' ' {
+			p.sp()
+			if p.peek() == '(' {
+				p.threadNested()
+				break
+			}
+			p.nzNumber()
+		}
+	}
+	p.byte(')')
+}
+
+func (p *parser) threadNested() {
+	start := p.i
+	n := 0
+	for p.peek() == '(' {
+		p.threadList()
+		n++
+	}
+	if n < 2 {
+		p.failAt(start, "thread-nested (2*thread-list)")
 	}
 }
 

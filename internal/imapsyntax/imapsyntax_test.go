@@ -79,6 +79,12 @@ var validLines = []string{
 	"* OK [NOTIFICATIONOVERFLOW] ...A lot of notifications were lost",
 	"* NO [BADEVENT (MessageNew MessageExpunge FlagChange AnnotationChange MailboxName SubscriptionChange MailboxMetadataChange ServerMetadataChange)] Unsupported",
 	"* NO [BADEVENT (MessageNew (UID BODY.PEEK[HEADER.FIELDS (From)]<0.100>) XEvent)] Unsupported",
+	// RFC 5256
+	"* SORT 2 3 6",
+	"* SORT",
+	"* THREAD (2)(3 6 (4 23)(44 7 96))",
+	"* THREAD (166)(167)(168)(169)(172)(170)(171)(173)(174 (175)(176)(178)(181)(180))(179)(177 (183)(182)(188)(184)(185)(186)(187)(189))(190)(191)(192)(193)(194 195)(196 (197)(198))(199)(200 202)(201)(203)(204)(205)(206 207)(208)",
+	"* THREAD ((3)(5))",
 	// mailbox names
 	`* STATUS "~peter/mail/&U,BTFw-/&ZeVnLIqe-" (MESSAGES 1)`,
 	`* STATUS "R&-D" (MESSAGES 1)`,
@@ -193,6 +199,8 @@ func TestInvalid(t *testing.T) {
 		{"BODY section bad", `* 1 FETCH (BODY[FOO] "")`, false, false, 16, "section-msgtext"},
 		{"MODSEQ 0", `* 1 FETCH (MODSEQ (0))`, false, false, 19, "mod-sequence-value"},
 		{"unknown msg-att", `* 1 FETCH (SIZE 3)`, false, false, 11, "msg-att"},
+		{"THREAD nested with one list", `* THREAD (1 (2))`, false, false, 12, "thread-nested"},
+		{"SORT 0", `* SORT 0`, false, false, 7, "nz-number"},
 		{"value runs into next item", `* 1 FETCH (UID 1FLAGS ())`, false, false, 16, "SP or"},
 	}
 	for _, tt := range tests {
