@@ -24,9 +24,12 @@ import (
 	"testing"
 	"time"
 
+	imapv1 "github.com/emersion/go-imap"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/maddy-notify/maddy-notify/internal/imapsyntax"
 	"github.com/maddy-notify/maddy-notify/internal/testkit"
+	"github.com/maddy-notify/maddy-notify/mapping"
 )
 
 // user2 is a second account on the same server (account isolation).
@@ -319,6 +322,29 @@ func fetchItem(t *testing.T, c *testkit.RawConn, seq int, item string) string {
 	return m[3]
 }
 
+// moduleBodyStructure returns the BODYSTRUCTURE storage.notify pushes for
+// a message whose BODYSTRUCTURE the store answers as store (fetchItem's
+// value, go-imap v1's form): store read with go-imap v1's parser into the
+// structure it was written from, written again with mapping.BodyStructure.
+// The two differ exactly where go-imap v1's form is not RFC 3501 syntax
+// (NIL encoding, "()" parameters, SP between parts and addresses).
+func moduleBodyStructure(t *testing.T, store string) string {
+	t.Helper()
+	fields, err := imapv1.NewReader(bufio.NewReader(strings.NewReader(store + "\r\n"))).ReadLine()
+	if err != nil || len(fields) != 1 {
+		t.Fatalf("go-imap v1 reads BODYSTRUCTURE %q as %v, %v", store, fields, err)
+	}
+	list, ok := fields[0].([]interface{})
+	if !ok {
+		t.Fatalf("BODYSTRUCTURE %q is not a list", store)
+	}
+	var bs imapv1.BodyStructure
+	if err := bs.Parse(list); err != nil {
+		t.Fatalf("go-imap v1 parses BODYSTRUCTURE %q: %v", store, err)
+	}
+	return string(mapping.BodyStructure(&bs))
+}
+
 // multipartMessage is a multipart/mixed message with two text parts, for a
 // BODYSTRUCTURE with some depth. Each Content-Type has at most one
 // parameter: go-imap v1 writes parameter lists in map order, so two
@@ -358,7 +384,8 @@ func store(t *testing.T, c *imapclient.Client, seq imap.NumSet, op imap.StoreFla
 // new message (APPEND, COPY, MOVE, SMTP delivery), the store's EXISTS and
 // RECENT and then one FETCH (UID FLAGS BODYSTRUCTURE) whose flags are what
 // that session's FETCH FLAGS says and whose BODYSTRUCTURE is byte for byte
-// what the store answers to FETCH BODYSTRUCTURE.
+// what the store answers to FETCH BODYSTRUCTURE in RFC 3501 syntax
+// (moduleBodyStructure).
 func TestNotifyNewMessageInSelected(t *testing.T) {
 	t.Parallel()
 	srv := startNotify(t)
@@ -424,7 +451,7 @@ func TestNotifyNewMessageInSelected(t *testing.T) {
 	}
 	for seq := 1; seq <= 4; seq++ {
 		flags := fetchItem(t, b, seq, "FLAGS")
-		bs := fetchItem(t, c, seq, "BODYSTRUCTURE")
+		bs := moduleBodyStructure(t, fetchItem(t, c, seq, "BODYSTRUCTURE"))
 		uid := fetchItem(t, c, seq, "UID")
 		want := fmt.Sprintf("* %d FETCH (UID %s FLAGS (%s) BODYSTRUCTURE %s)", seq, uid, flags, bs)
 		if fetches[seq] != want {
@@ -439,6 +466,65 @@ func TestNotifyNewMessageInSelected(t *testing.T) {
 	}
 	if !strings.Contains(fetches[1], `"mixed"`) {
 		t.Errorf("message 1: %q is not the multipart structure", fetches[1])
+	}
+}
+
+// strictMessages are messages whose BODYSTRUCTURE or ENVELOPE go-imap v1
+// writes in forms RFC 3501 does not have: no Content-Type and no
+// Content-Transfer-Encoding (NIL encoding, "()" parameters), an attachment
+// with a disposition, a message/rfc822 part, two addresses in To.
+var strictMessages = []string{
+	"From: a@maddy.test\r\nTo: b@maddy.test, C <c@maddy.test>\r\nSubject: bare\r\n\r\nNo MIME at all.\r\n",
+	strings.Join([]string{
+		"From: a@maddy.test", "Subject: attachment", "MIME-Version: 1.0",
+		`Content-Type: multipart/mixed; boundary="b1"`, "",
+		"--b1", "", "Body without headers.",
+		"--b1", "Content-Type: application/octet-stream", `Content-Disposition: attachment; filename="x.bin"`,
+		"Content-Transfer-Encoding: base64", "", "AAEC",
+		"--b1", "Content-Type: message/rfc822", `Content-Disposition: inline`, "",
+		"From: inner@maddy.test", "To: x@maddy.test, y@maddy.test", "Subject: inner", "", "Inner body.",
+		"--b1--", "",
+	}, "\r\n"),
+}
+
+// TestNotifyFetchSyntax: the FETCH a session is pushed for a new message is
+// RFC 3501 syntax (RawConn checks every pushed line) for the messages
+// go-imap v1 writes wrongly, and carries the store's BODYSTRUCTURE
+// (moduleBodyStructure), while the store's own FETCH BODYSTRUCTURE of the
+// same message is not RFC 3501 syntax.
+func TestNotifyFetchSyntax(t *testing.T) {
+	t.Parallel()
+	srv := startNotify(t)
+	a := testkit.DialClient(t, srv.Addr("imap"), user, pass)
+	b := idler(t, srv, user, "INBOX")
+	var pushed []string
+	for i, msg := range strictMessages {
+		seq := i + 1
+		appendRaw(t, a, "INBOX", msg)
+		b.Expect(t, expectWait, fmt.Sprintf("* %d EXISTS", seq), fmt.Sprintf("* %d RECENT", seq))
+		pushed = append(pushed, expectNewMessage(t, b, seq))
+		b.ExpectNothing(t, quietWait)
+	}
+	doneQuiet(t, b)
+
+	c := rawLogin(t, srv, user)
+	mustCmd(t, c, "EXAMINE INBOX")
+	for i, line := range pushed {
+		seq := i + 1
+		if err := imapsyntax.CheckPlainResponse([]byte(line + "\r\n")); err != nil {
+			t.Errorf("message %d: %v", seq, err)
+		}
+		store := fetchItem(t, c, seq, "BODYSTRUCTURE")
+		storeLine := fmt.Sprintf("* %d FETCH (BODYSTRUCTURE %s)\r\n", seq, store)
+		err := imapsyntax.CheckResponse([]byte(storeLine))
+		t.Logf("message %d: pushed %q; the store: %v", seq, line, err)
+		if err == nil {
+			t.Errorf("message %d: the store's %q is RFC 3501 syntax: this test no longer shows why the module writes BODYSTRUCTURE itself", seq, storeLine)
+		}
+		want := fmt.Sprintf("* %d FETCH (UID %d FLAGS (%s) BODYSTRUCTURE %s)", seq, seq, fetchItem(t, b, seq, "FLAGS"), moduleBodyStructure(t, store))
+		if line != want {
+			t.Errorf("message %d: pushed\n  %q\nwant\n  %q", seq, line, want)
+		}
 	}
 }
 
@@ -890,7 +976,7 @@ func TestNotifySMTPDelivery(t *testing.T) {
 	line := expectNewMessage(t, b, 1)
 	b.ExpectNothing(t, quietWait)
 	doneQuiet(t, b)
-	want := fmt.Sprintf("* 1 FETCH (UID 1 FLAGS (%s) BODYSTRUCTURE %s)", fetchItem(t, b, 1, "FLAGS"), fetchItem(t, b, 1, "BODYSTRUCTURE"))
+	want := fmt.Sprintf("* 1 FETCH (UID 1 FLAGS (%s) BODYSTRUCTURE %s)", fetchItem(t, b, 1, "FLAGS"), moduleBodyStructure(t, fetchItem(t, b, 1, "BODYSTRUCTURE")))
 	if line != want {
 		t.Errorf("after SMTP delivery: %q, want %q", line, want)
 	}
@@ -927,7 +1013,7 @@ func TestNotifyNoop(t *testing.T) {
 		t.Fatalf("NOOPs after APPEND to INBOX: %q, want * 1 EXISTS, * 1 RECENT, * 1 FETCH (...)", got)
 	}
 	if wantFetch := fmt.Sprintf("* 1 FETCH (UID 1 FLAGS (%s) BODYSTRUCTURE %s)",
-		fetchItem(t, b, 1, "FLAGS"), fetchItem(t, b, 1, "BODYSTRUCTURE")); got[2] != wantFetch {
+		fetchItem(t, b, 1, "FLAGS"), moduleBodyStructure(t, fetchItem(t, b, 1, "BODYSTRUCTURE"))); got[2] != wantFetch {
 		t.Errorf("NOOP after APPEND to INBOX: %q, want %q", got[2], wantFetch)
 	}
 

@@ -5,6 +5,7 @@ package mapping
 import (
 	"bytes"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -99,57 +100,66 @@ func FetchDataOf(m *imap.Message) FetchData {
 //
 //	S: * 3 FETCH (UID 9 FLAGS (\Seen $Label1) BODYSTRUCTURE (...))\r\n
 //
-// The items are formatted by go-imap v1 (imap.Message.Format and its Writer),
-// so the bytes equal what maddy answers to "UID FETCH u (UID items...)" for
-// the same message. (go-imap v1 writes body parameter lists in map order, so
-// a part with two or more parameters comes out in either order there as
-// here.) An item whose data is missing — nil BodyStructure or Envelope, zero
-// InternalDate — is left out rather than written as invalid NIL; FLAGS with no
-// flags is "FLAGS ()". d is not modified.
+// Every line is RFC 3501 section 9 syntax (checked by internal/imapsyntax
+// in the tests). The values are go-imap v1's (the data maddy's own FETCH
+// answers with), but the BODYSTRUCTURE and ENVELOPE are written by this
+// package, not by go-imap v1, whose forms a strict client rejects (body.go
+// lists them): so the line differs from maddy's answer to "UID FETCH u
+// (UID items...)" exactly where that answer is not RFC 3501 syntax, and
+// in the order of body parameters (sorted here, map order there). An item
+// whose data is missing — nil BodyStructure or Envelope, zero
+// InternalDate — is left out rather than written as invalid NIL; FLAGS
+// with no flags is "FLAGS ()"; a flag that is not an atom (optionally
+// after one backslash) is left out. seq and d.UID must not be 0 (IMAP has
+// no message 0). d is not modified.
 func FetchLine(seq uint32, d FetchData, items FetchItems) []byte {
-	order := make([]imap.FetchItem, 0, len(items)+1)
-	order = append(order, imap.FetchUid)
+	b := make([]byte, 0, 64)
+	b = append(b, "* "...)
+	b = strconv.AppendUint(b, uint64(seq), 10)
+	b = append(b, " FETCH (UID "...)
+	b = strconv.AppendUint(b, uint64(d.UID), 10)
 	for _, it := range items {
-		item := imap.FetchItem(it)
-		switch item {
+		switch imap.FetchItem(it) {
+		case imap.FetchFlags:
+			b = append(b, " FLAGS ("...)
+			first := true
+			for _, f := range d.Flags {
+				// A flag the store holds but IMAP cannot carry as an
+				// atom (go-imap v1 accepts such keywords in STORE) is
+				// left out rather than breaking the client's parser.
+				if !validAttr(f) {
+					continue
+				}
+				if !first {
+					b = append(b, ' ')
+				}
+				first = false
+				b = append(b, f...)
+			}
+			b = append(b, ')')
 		case imap.FetchBodyStructure:
-			if d.BodyStructure == nil {
-				continue
+			if d.BodyStructure != nil {
+				b = append(b, " BODYSTRUCTURE "...)
+				b = appendBody(b, d.BodyStructure, true)
 			}
 		case imap.FetchEnvelope:
-			if d.Envelope == nil {
-				continue
+			if d.Envelope != nil {
+				b = append(b, " ENVELOPE "...)
+				b = appendEnvelope(b, d.Envelope)
 			}
 		case imap.FetchInternalDate:
-			if d.InternalDate.IsZero() {
-				continue
+			if !d.InternalDate.IsZero() {
+				b = append(b, " INTERNALDATE "...)
+				b = appendDateTime(b, d.InternalDate)
 			}
-		case imap.FetchFlags, imap.FetchRFC822Size:
+		case imap.FetchRFC822Size:
+			b = append(b, " RFC822.SIZE "...)
+			b = strconv.AppendUint(b, uint64(d.Size), 10)
 		default:
 			panic(fmt.Sprintf("mapping: unsupported FETCH item %q (build FetchItems with ParseFetchItems)", it))
 		}
-		order = append(order, item)
 	}
-
-	msg := imap.NewMessage(seq, order)
-	msg.Uid = d.UID
-	// A flag the store holds but IMAP cannot carry as an atom (go-imap v1
-	// accepts such keywords in STORE) is left out rather than breaking the
-	// client's parser.
-	for _, f := range d.Flags {
-		if validAttr(f) {
-			msg.Flags = append(msg.Flags, f)
-		}
-	}
-	if d.BodyStructure != nil {
-		// Message.Format sets BodyStructure.Extended: format a copy.
-		bs := *d.BodyStructure
-		msg.BodyStructure = &bs
-	}
-	msg.Envelope = d.Envelope
-	msg.InternalDate = d.InternalDate
-	msg.Size = d.Size
-	return formatFetch(msg)
+	return append(b, ")\r\n"...)
 }
 
 // FlagsFetchLine returns the FETCH response stock maddy sends to a session
@@ -162,7 +172,9 @@ func FetchLine(seq uint32, d FetchData, items FetchItems) []byte {
 // and go-imap v1's server writes it with responses.Fetch; this function goes
 // through the same code, so the bytes are the same. flags are written as
 // given (go-imap-mess appends \Recent itself when the message is recent for
-// that session).
+// that session), so, as the store's, the line is not RFC 3501 syntax when a
+// flag is not an atom. storage.notify never writes it: it is the reference
+// for the store's line in tests.
 func FlagsFetchLine(seq, uid uint32, flags []string) []byte {
 	msg := imap.NewMessage(seq, []imap.FetchItem{imap.FetchFlags, imap.FetchUid})
 	msg.Flags = flags

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/emersion/go-imap"
 	imapv2 "github.com/emersion/go-imap/v2"
 
 	"github.com/maddy-notify/maddy-notify/event"
@@ -55,6 +56,22 @@ func carried(in []string) []string {
 	return out
 }
 
+// carriedListAttrs returns the attributes of in that ListLine writes: a
+// backslash and an atom, and of the selectability attributes only the
+// first.
+func carriedListAttrs(in []string) []string {
+	var out []string
+	sflag := false
+	for _, a := range in {
+		if !validListAttr(a) || (isSFlag(a) && sflag) {
+			continue
+		}
+		sflag = sflag || isSFlag(a)
+		out = append(out, a)
+	}
+	return out
+}
+
 // sameFlags compares flags as IMAP does: without regard to case.
 func sameFlags(got []imapv2.Flag, want []string) bool {
 	if len(got) != len(want) {
@@ -84,6 +101,7 @@ func FuzzFetchFlags(f *testing.F) {
 		}
 		flags := splitFlags(flagList)
 		line := FetchLine(seq, FetchData{UID: uid, Flags: flags}, FetchItems{"FLAGS"})
+		strict(t, line, true)
 		m, err := parseFetchV2(t, line)
 		if err != nil {
 			t.Fatalf("flags %q: line %q: go-imap v2: %v", flags, line, err)
@@ -123,6 +141,7 @@ func FuzzListLine(f *testing.F) {
 		}
 		attrs := splitFlags(attrList)
 		line := ListLine(attrs, d, name, oldName)
+		strict(t, line, oldName == "")
 		got, err := parseListV2(t, line)
 		if err != nil {
 			t.Fatalf("line %q: go-imap v2: %v", line, err)
@@ -136,7 +155,7 @@ func FuzzListLine(f *testing.F) {
 		if want := rune(delim); got.Delim != want {
 			t.Fatalf("line %q: delimiter %q, want %q", line, got.Delim, want)
 		}
-		want := carried(attrs)
+		want := carriedListAttrs(attrs)
 		if len(got.Attrs) != len(want) {
 			t.Fatalf("line %q: attributes %q, want %q", line, got.Attrs, want)
 		}
@@ -155,11 +174,15 @@ func FuzzStatusValues(f *testing.F) {
 	f.Add("Archive", uint32(4294967295), uint32(4294967295), uint32(4294967295), uint32(4294967295), uint32(4294967295))
 	f.Add("日本語", uint32(3), uint32(9), uint32(1), uint32(4242), uint32(2))
 	f.Fuzz(func(t *testing.T, name string, messages, uidNext, recent, uidValidity, unseen uint32) {
-		if ValidName(name) != nil || uidNext == 0 || uidValidity == 0 {
-			t.Skip() // go-imap v2 rejects UIDNEXT and UIDVALIDITY 0 (nz-number)
+		if ValidName(name) != nil {
+			t.Skip()
 		}
 		st := Status{Messages: messages, Recent: recent, UIDNext: uidNext, UIDValidity: uidValidity, Unseen: unseen}
 		line := StatusLine(name, roundTripItems, st)
+		strict(t, line, true) // RFC 3501 has number, not nz-number, for every item
+		if uidNext == 0 || uidValidity == 0 {
+			t.Skip() // go-imap v2 rejects UIDNEXT and UIDVALIDITY 0 (nz-number, as RFC 9051)
+		}
 		d, err := parseStatusV2(t, name, line)
 		if err != nil {
 			t.Fatalf("line %q: %v", line, err)
@@ -194,6 +217,7 @@ func FuzzMapEvent(f *testing.F) {
 			return
 		}
 		for i, line := range plan.Lines {
+			strict(t, line, true) // a plain client: no LIST extended data
 			d, err := parseListV2(t, line)
 			if err != nil {
 				t.Fatalf("%v: line %q: go-imap v2: %v", ev, line, err)
@@ -213,5 +237,54 @@ func FuzzMapEvent(f *testing.F) {
 				t.Fatalf("%v: line %q lacks \\NonExistent", ev, line)
 			}
 		}
+	})
+}
+
+// FuzzBodyStructure: the FETCH line for a new message is RFC 3501 syntax
+// (internal/imapsyntax) for any structure the store may hand over: any
+// header text in every field, parameters or none, multipart, nested and
+// message/rfc822 parts, with or without envelope. shape's bits choose the
+// structure.
+func FuzzBodyStructure(f *testing.F) {
+	f.Add("text", "plain", "", "", "", "charset", "utf-8", "", "", "", "", uint8(0), uint32(11), uint32(1))
+	f.Add("application", "pdf", "base64", "<1@x>", "Bericht für Jänner", "name", "a b.pdf", "attachment", "de", "http://x/", "md5", uint8(0x0f), uint32(5), uint32(0))
+	f.Add("", "", "7bit", "\x00", "\r\n", "", "", "inline", "", "", "", uint8(0xff), uint32(0), uint32(0))
+	f.Add("message", "rfc822", "", "a\"b", `c\d`, "k", "", "x", "", "", "", uint8(0x30), uint32(1), uint32(2))
+	f.Fuzz(func(t *testing.T, typ, sub, enc, id, desc, pkey, pval, disp, lang, loc, md5 string, shape uint8, size, lines uint32) {
+		part := func() *imap.BodyStructure {
+			bs := &imap.BodyStructure{MIMEType: typ, MIMESubType: sub, Encoding: enc, Id: id, Description: desc,
+				Size: size, Lines: lines, Extended: shape&1 != 0, Disposition: disp, MD5: md5}
+			if pkey != "" || shape&2 != 0 {
+				bs.Params = map[string]string{pkey: pval}
+			}
+			if shape&4 != 0 {
+				bs.DispositionParams = map[string]string{pval: pkey}
+			}
+			if lang != "" || shape&8 != 0 {
+				bs.Language = []string{lang}
+			}
+			if loc != "" {
+				bs.Location = []string{loc}
+			}
+			return bs
+		}
+		bs := part()
+		if shape&0x10 != 0 {
+			bs.Envelope = &imap.Envelope{Subject: desc, MessageId: id,
+				From: []*imap.Address{{PersonalName: desc, MailboxName: pkey, HostName: pval}, {MailboxName: id}}}
+			if shape&0x20 != 0 {
+				bs.BodyStructure = part()
+			}
+		}
+		if shape&0x40 != 0 {
+			bs = &imap.BodyStructure{MIMEType: "multipart", MIMESubType: sub, Params: bs.Params, Extended: true,
+				Parts: []*imap.BodyStructure{bs, part()}}
+		}
+		if shape&0x80 != 0 {
+			bs = &imap.BodyStructure{MIMEType: "Multipart", MIMESubType: "mixed", Extended: true,
+				Parts: []*imap.BodyStructure{part(), bs}}
+		}
+		d := FetchData{UID: 1, BodyStructure: bs, Envelope: bs.Envelope, Flags: []string{typ, `\Seen`}}
+		strict(t, FetchLine(1, d, FetchItems{"FLAGS", "BODYSTRUCTURE", "ENVELOPE"}), true)
 	})
 }

@@ -29,6 +29,7 @@ func checkNameRoundTrip(t *testing.T, name string) {
 
 	want := decodedName(name)
 	line := ListLine([]string{`\HasNoChildren`}, "/", name, "")
+	strict(t, line, true)
 	d, err := parseListV2(t, line)
 	if err != nil {
 		t.Fatalf("LIST %q: go-imap v2: %v", line, err)
@@ -38,6 +39,7 @@ func checkNameRoundTrip(t *testing.T, name string) {
 	}
 
 	line = ListLine(nil, "", "renamed", name)
+	strict(t, line, false)
 	d, err = parseListV2(t, line)
 	if err != nil {
 		t.Fatalf("LIST %q: go-imap v2: %v", line, err)
@@ -47,6 +49,7 @@ func checkNameRoundTrip(t *testing.T, name string) {
 	}
 
 	line = StatusLine(name, roundTripItems, Status{Messages: 1, Recent: 2, UIDNext: 3, UIDValidity: 4, Unseen: 5})
+	strict(t, line, true)
 	st, err := parseStatusV2(t, name, line)
 	if err != nil {
 		t.Fatalf("STATUS %q: %v", line, err)
@@ -112,6 +115,7 @@ func TestMapLinesParse(t *testing.T) {
 			switch plan.Action {
 			case WriteLines:
 				for i, line := range plan.Lines {
+					strict(t, line, true) // a plain client: no LIST extended data
 					d, err := parseListV2(t, line)
 					if err != nil {
 						t.Fatalf("%v %q: line %q: go-imap v2: %v", k, name, line, err)
@@ -137,6 +141,7 @@ func TestMapLinesParse(t *testing.T) {
 				if !changed {
 					t.Fatalf("%v %q: no STATUS line after Forget", k, name)
 				}
+				strict(t, line, true)
 				if _, err := parseStatusV2(t, name, line); err != nil {
 					t.Fatalf("%v %q: line %q: %v", k, name, line, err)
 				}

@@ -15,8 +15,11 @@ const (
 //	S: * LIST (\HasNoChildren) "/" "box"\r\n
 //
 // attrs are written as given, in order, separated by spaces; "()" when there
-// are none. An attribute that is not an atom optionally preceded by one
-// backslash cannot be written and is left out. delim is the hierarchy
+// are none. What RFC 3501 and RFC 5258 cannot carry as a mailbox attribute
+// is left out: an attribute that is not a backslash followed by an atom
+// (mbx-list-flags has no keywords), and every selectability attribute
+// (mbx-list-sflag: \Noselect, \Marked, \Unmarked, \NonExistent, any case)
+// after the first, as a LIST line has at most one. delim is the hierarchy
 // delimiter, one 7-bit character written as a quoted string; "" writes NIL.
 // With oldName != "" the line carries the RFC 5465 OLDNAME extended data item
 // (RFC 5258 mbox-list-extended):
@@ -25,10 +28,16 @@ const (
 func ListLine(attrs []string, delim string, mailbox string, oldName string) []byte {
 	b := make([]byte, 0, 24+len(mailbox)+len(oldName)+16*len(attrs))
 	b = append(b, "* LIST ("...)
-	first := true
+	first, sflag := true, false
 	for _, a := range attrs {
-		if !validAttr(a) {
+		if !validListAttr(a) {
 			continue
+		}
+		if isSFlag(a) {
+			if sflag {
+				continue
+			}
+			sflag = true
 		}
 		if !first {
 			b = append(b, ' ')
@@ -50,6 +59,25 @@ func ListLine(attrs []string, delim string, mailbox string, oldName string) []by
 		b = append(b, "))"...)
 	}
 	return append(b, "\r\n"...)
+}
+
+// validListAttr reports whether s can be written as a mailbox attribute:
+// "\" atom (RFC 3501 flag-extension; every attribute of RFC 3501, 5258 and
+// 6154 has this form).
+func validListAttr(s string) bool {
+	return len(s) > 1 && s[0] == '\\' && validAtom(s[1:])
+}
+
+// isSFlag reports whether a is one of the attributes of which a LIST line
+// carries at most one (RFC 3501 mbx-list-sflag, with RFC 5258's
+// \NonExistent).
+func isSFlag(a string) bool {
+	for _, f := range []string{`\Noselect`, `\Marked`, `\Unmarked`, AttrNonExistent} {
+		if strings.EqualFold(a, f) {
+			return true
+		}
+	}
+	return false
 }
 
 // WithoutSubscribed returns the attributes of a mailbox without any

@@ -17,7 +17,8 @@ func TestListLine(t *testing.T) {
 		{"no attrs", nil, "/", "box", "", `* LIST () "/" "box"` + "\r\n"},
 		{"empty attrs", []string{}, ".", "box", "", `* LIST () "." "box"` + "\r\n"},
 		{"NIL delimiter", []string{`\Noselect`}, "", "box", "", `* LIST (\Noselect) NIL "box"` + "\r\n"},
-		{"several attrs", []string{`\HasChildren`, `\Sent`, `$Custom`}, "/", "Sent", "", `* LIST (\HasChildren \Sent $Custom) "/" "Sent"` + "\r\n"},
+		{"several attrs, keyword dropped", []string{`\HasChildren`, `\Sent`, `$Custom`}, "/", "Sent", "", `* LIST (\HasChildren \Sent) "/" "Sent"` + "\r\n"},
+		{"one selectability attribute", []string{`\Noselect`, `\HasChildren`, `\NonExistent`, `\marked`}, "/", "b", "", `* LIST (\Noselect \HasChildren) "/" "b"` + "\r\n"},
 		{"invalid attrs dropped", []string{"", `\Has Space`, `\\x`, `\Marked`, `(`, "\\\u00e4"}, "/", "b", "", `* LIST (\Marked) "/" "b"` + "\r\n"},
 		{"INBOX atom", nil, "/", "inbox", "", `* LIST () "/" INBOX` + "\r\n"},
 		{"non-ASCII", nil, "/", "Entwürfe", "", `* LIST () "/" "Entw&APw-rfe"` + "\r\n"},
@@ -32,9 +33,11 @@ func TestListLine(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := string(ListLine(tt.attrs, tt.delim, tt.mailbox, tt.oldName)); got != tt.want {
+			line := ListLine(tt.attrs, tt.delim, tt.mailbox, tt.oldName)
+			if got := string(line); got != tt.want {
 				t.Errorf("ListLine(%q, %q, %q, %q)\n got %q\nwant %q", tt.attrs, tt.delim, tt.mailbox, tt.oldName, got, tt.want)
 			}
+			strict(t, line, tt.oldName == "")
 		})
 	}
 }

@@ -109,6 +109,9 @@ func TestMapTable(t *testing.T) {
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("Map(%v)\n got %s\nwant %s", tt.ev, fmtPlan(got), fmtPlan(tt.want))
 			}
+			for _, l := range got.Lines {
+				strict(t, l, tt.ev.Kind != event.MailboxRename)
+			}
 		})
 	}
 }

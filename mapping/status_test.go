@@ -75,14 +75,18 @@ func TestStatusLine(t *testing.T) {
 		{"R&D", StatusItems{"MESSAGES"}, `* STATUS "R&-D" (MESSAGES 3)` + "\r\n"},
 	}
 	for _, tt := range tests {
-		if got := string(StatusLine(tt.mailbox, tt.items, st)); got != tt.want {
+		line := StatusLine(tt.mailbox, tt.items, st)
+		if got := string(line); got != tt.want {
 			t.Errorf("StatusLine(%q, %v)\n got %q\nwant %q", tt.mailbox, tt.items, got, tt.want)
 		}
+		strict(t, line, true)
 	}
 	max := Status{Messages: 4294967295}
-	if got := string(StatusLine("b", StatusItems{"MESSAGES"}, max)); got != `* STATUS "b" (MESSAGES 4294967295)`+"\r\n" {
+	line := StatusLine("b", StatusItems{"MESSAGES"}, max)
+	if got := string(line); got != `* STATUS "b" (MESSAGES 4294967295)`+"\r\n" {
 		t.Errorf("max uint32: %q", got)
 	}
+	strict(t, line, true)
 }
 
 func TestStatusLineUnknownItemPanics(t *testing.T) {
@@ -116,6 +120,9 @@ func TestStatusViewUpdate(t *testing.T) {
 		line, changed := v.Update(s.mailbox, s.st)
 		if string(line) != s.want || changed != (s.want != "") {
 			t.Fatalf("step %d: Update(%q, %+v) = %q, %v; want %q", i, s.mailbox, s.st, line, changed, s.want)
+		}
+		if changed {
+			strict(t, line, true)
 		}
 	}
 	if v.Len() != 3 {

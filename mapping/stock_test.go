@@ -13,6 +13,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -22,6 +23,8 @@ import (
 	"github.com/emersion/go-imap"
 	"github.com/emersion/go-imap/server"
 	messmemory "github.com/foxcpp/go-imap-mess/memory"
+
+	"github.com/maddy-notify/maddy-notify/internal/imapsyntax"
 )
 
 type rawConn struct {
@@ -128,8 +131,15 @@ func TestFlagsFetchLineMatchesStock(t *testing.T) {
 	t.Logf("stock flag update: %q", got[0])
 }
 
-// TestFetchLineMatchesStock: FetchLine equals the server's answer to a UID
-// FETCH of the same items, for the message data the store returns.
+// TestFetchLineMatchesStock: FetchLine carries what the server answers to a
+// UID FETCH of the same items, for the message data the store returns, and
+// differs from that answer only where the answer is not RFC 3501 syntax.
+// Both lines are parsed with go-imap v1's reader (the parser maddy's stack
+// is written against) and must give the same message, except for the
+// Content-Transfer-Encoding the stock line leaves NIL and FetchLine writes
+// as RFC 2045's default "7BIT"; FetchLine's line passes the strict checker
+// and the stock line fails it (on body-fld-param "()"), which is why
+// storage.notify writes BODYSTRUCTURE itself.
 func TestFetchLineMatchesStock(t *testing.T) {
 	addr, be := startStockServer(t)
 	a := dialRaw(t, addr)
@@ -168,9 +178,57 @@ func TestFetchLineMatchesStock(t *testing.T) {
 			t.Fatal(err)
 		}
 		msg := <-ch
-		want := string(FetchLine(msg.SeqNum, FetchDataOf(msg), items))
-		if len(got) != 1 || got[0] != want {
-			t.Fatalf("items %v: server sent %q, FetchLine gives %q", cfg, got, want)
+		line := FetchLine(msg.SeqNum, FetchDataOf(msg), items)
+		if len(got) != 1 {
+			t.Fatalf("items %v: server sent %q", cfg, got)
+		}
+		if err := imapsyntax.CheckResponse(line); err != nil {
+			t.Fatalf("items %v: FetchLine: %v", cfg, err)
+		}
+		if err := imapsyntax.CheckResponse([]byte(got[0])); err == nil || !strings.Contains(err.Error(), "body-fld-param") {
+			t.Fatalf("items %v: the stock line %q: %v; want the body-fld-param \"()\" error", cfg, got[0], err)
+		}
+		stock, ours := parseFetchV1(t, got[0]), parseFetchV1(t, string(line))
+		defaultEncoding(stock.BodyStructure)
+		if !reflect.DeepEqual(stock, ours) {
+			t.Fatalf("items %v: server sent %q, FetchLine gives %q: parsed\n%#v\n%#v", cfg, got[0], line, stock, ours)
+		}
+		if !strings.HasPrefix(string(line), "* 1 FETCH (UID 6 ") {
+			t.Fatalf("items %v: FetchLine gives %q", cfg, line)
 		}
 	}
+}
+
+// parseFetchV1 parses an untagged FETCH line with go-imap v1's reader.
+func parseFetchV1(t *testing.T, line string) *imap.Message {
+	t.Helper()
+	fields, err := imap.NewReader(bufio.NewReader(strings.NewReader(line))).ReadLine()
+	if err != nil || len(fields) != 4 {
+		t.Fatalf("go-imap v1 reads %q as %v, %v", line, fields, err)
+	}
+	att, ok := fields[3].([]interface{})
+	if !ok {
+		t.Fatalf("go-imap v1 reads %q: no msg-att list in %v", line, fields)
+	}
+	msg := &imap.Message{}
+	if err := msg.Parse(att); err != nil {
+		t.Fatalf("go-imap v1 parses %q: %v", line, err)
+	}
+	msg.Items = nil // which items came, and in what order, is compared as bytes elsewhere
+	return msg
+}
+
+// defaultEncoding sets RFC 2045's default Content-Transfer-Encoding where
+// bs (and its parts) has none, as go-imap v1 parses "7BIT".
+func defaultEncoding(bs *imap.BodyStructure) {
+	if bs == nil {
+		return
+	}
+	if bs.Encoding == "" && !strings.EqualFold(bs.MIMEType, "multipart") {
+		bs.Encoding = "7bit"
+	}
+	for _, p := range bs.Parts {
+		defaultEncoding(p)
+	}
+	defaultEncoding(bs.BodyStructure)
 }

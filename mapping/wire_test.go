@@ -28,6 +28,8 @@ import (
 
 	imapv2 "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/maddy-notify/maddy-notify/internal/imapsyntax"
 )
 
 const wireTimeout = 10 * time.Second
@@ -116,6 +118,17 @@ func readCommand(conn net.Conn, r *bufio.Reader) (string, error) {
 			return "", err
 		}
 		sb.Write(buf)
+	}
+}
+
+// strict fails t unless line is RFC 3501 section 9 syntax by
+// internal/imapsyntax: the plain grammar (RFC 3501 LIST, what a client that
+// negotiated nothing parses) when plain, else the full one (LIST with
+// RFC 5258 extended data such as OLDNAME).
+func strict(t testing.TB, line []byte, plain bool) {
+	t.Helper()
+	if err := imapsyntax.Check(line, imapsyntax.Options{Plain: plain}); err != nil {
+		t.Fatalf("not RFC 3501 syntax: %v", err)
 	}
 }
 
@@ -210,6 +223,7 @@ func TestWireListV2(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			strict(t, tt.line, tt.wantOld == "")
 			d, err := parseListV2(t, tt.line)
 			if err != nil {
 				t.Fatalf("go-imap v2 cannot parse %q: %v", tt.line, err)
@@ -231,6 +245,7 @@ func TestWireStatusV2(t *testing.T) {
 	for _, name := range []string{"INBOX", "Inbox", "box", "Entwürfe", "R&D", `a "b" \c`, "日本語/メール", "😀"} {
 		t.Run(name, func(t *testing.T) {
 			line := StatusLine(name, items, st)
+			strict(t, line, true)
 			d, err := parseStatusV2(t, name, line)
 			if err != nil {
 				t.Fatalf("go-imap v2 on %q: %v", line, err)
@@ -263,6 +278,7 @@ func TestWireFetchV2(t *testing.T) {
 		{"FlagsFetchLine", FlagsFetchLine(3, 9, d.Flags)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			strict(t, tt.line, true)
 			m, err := parseFetchV2(t, tt.line)
 			if err != nil {
 				t.Fatalf("go-imap v2 cannot parse %q: %v", tt.line, err)

@@ -23,6 +23,12 @@ const ExpectTimeout = 5 * time.Second
 // is returned with the literals' bytes and the rest of the line appended,
 // as one string.
 //
+// Every untagged line it reads is checked against RFC 3501's formal syntax
+// (CheckModuleLine) as it arrives, except a command's own answer (isAnswer:
+// maddy's, not the module's): a line storage.notify wrote that fails the
+// check fails the test; of the store's lines that fail, the first is
+// logged and the number reported when the test ends.
+//
 // RawConn is not safe for concurrent use; its methods must be called from
 // the test's goroutine. It is closed when the test ends.
 type RawConn struct {
@@ -42,6 +48,9 @@ type RawConn struct {
 	litLeft  int      // bytes of the current literal still to read
 	queued   []string // lines read ahead (by Idle) that ReadLine returns first
 	idleTag  string   // tag of the running IDLE command, "" if none
+	cmdTag   string   // tag of the command Cmd runs, "" if none
+	cmd      string   // that command
+	faults   int      // lines not of the module that failed the syntax check
 }
 
 // DialRaw connects to the IMAP server at addr, reads its greeting (which
@@ -53,7 +62,12 @@ func DialRaw(t testing.TB, addr string) *RawConn {
 		t.Fatalf("testkit: dial IMAP %s: %v", addr, err)
 	}
 	c := &RawConn{Timeout: ExpectTimeout, t: t, conn: conn, r: bufio.NewReader(conn)}
-	t.Cleanup(func() { conn.Close() })
+	t.Cleanup(func() {
+		conn.Close()
+		if c.faults > 1 {
+			t.Logf("testkit: %d lines from %s not of the module were not RFC 3501 syntax (the first is logged above)", c.faults, addr)
+		}
+	})
 	g, err := c.ReadLine(ExpectTimeout)
 	if err != nil {
 		t.Fatalf("testkit: IMAP greeting from %s: %v", addr, err)
@@ -87,6 +101,8 @@ func (c *RawConn) Cmd(cmd string) (untagged []string, tagged string) {
 		c.t.Fatalf("testkit: Cmd(%q) while %s IDLE is running; call Done first", cmd, c.idleTag)
 	}
 	tag := c.nextTag()
+	c.cmdTag, c.cmd = tag, cmd
+	defer func() { c.cmdTag, c.cmd = "", "" }()
 	c.Send(tag + " " + cmd)
 	for {
 		line, err := c.ReadLine(c.Timeout)
@@ -122,6 +138,40 @@ func (c *RawConn) ReadLine(timeout time.Duration) (string, error) {
 		c.queued = c.queued[1:]
 		return line, nil
 	}
+	line, err := c.readConn(timeout)
+	if err == nil {
+		c.check(line)
+	}
+	return line, err
+}
+
+// check holds an untagged line just read to RFC 3501 syntax
+// (CheckModuleLine), unless it is the running command's own answer.
+func (c *RawConn) check(line string) {
+	c.t.Helper()
+	if strings.HasPrefix(line, "+") || (c.idleTag != "" && strings.HasPrefix(line, c.idleTag+" ")) ||
+		(c.cmdTag != "" && strings.HasPrefix(line, c.cmdTag+" ")) || !strings.HasPrefix(line, "* ") {
+		return // continuation requests and tagged responses
+	}
+	if c.cmdTag != "" && isAnswer(c.cmd, line) {
+		return
+	}
+	src, err := lineError(line, false)
+	if err == nil {
+		return
+	}
+	if src != SourceModule {
+		// The store's lines (stock) may repeat by the thousand in a
+		// soak: the first is logged, the count at the end.
+		if c.faults++; c.faults > 1 {
+			return
+		}
+	}
+	reportLine(c.t, src, line, err)
+}
+
+// readConn reads the next line from the connection.
+func (c *RawConn) readConn(timeout time.Duration) (string, error) {
 	c.conn.SetReadDeadline(time.Now().Add(timeout))
 	for {
 		if c.litLeft > 0 {
@@ -194,10 +244,10 @@ func (c *RawConn) Idle() {
 
 // readRaw is ReadLine that bypasses the queue of lines read ahead.
 func (c *RawConn) readRaw(timeout time.Duration) (string, error) {
-	q := c.queued
-	c.queued = nil
-	line, err := c.ReadLine(timeout)
-	c.queued = q
+	line, err := c.readConn(timeout)
+	if err == nil {
+		c.check(line)
+	}
 	return line, err
 }
 
