@@ -41,6 +41,7 @@ import (
 	notifyconfig "github.com/maddy-notify/maddy-notify/config"
 	"github.com/maddy-notify/maddy-notify/event"
 	"github.com/maddy-notify/maddy-notify/hooks"
+	"github.com/maddy-notify/maddy-notify/imapext"
 	"github.com/maddy-notify/maddy-notify/mapping"
 	"github.com/maddy-notify/maddy-notify/metrics"
 	"github.com/maddy-notify/maddy-notify/registry"
@@ -279,12 +280,18 @@ func (s *Store) wrapUser(u backend.User) *hooks.User {
 func (s *Store) IMAPExtensions() []string { return s.inner.IMAPExtensions() }
 
 // IMAPServerExtensions returns the go-imap server extensions the IMAP
-// endpoint is to enable for this store. Stock maddy never calls it; the
-// custom build's change to maddy's IMAP endpoint (internal/custombuild,
-// ServerExtensionsMethod; docs/maddy-changes.md) calls it once, from the
-// endpoint's Init, before its listeners start. It returns nil for now:
-// NOTIFY (RFC 5465) will be returned here.
-func (s *Store) IMAPServerExtensions() []imapserver.Extension { return nil }
+// endpoint is to enable for this store: NOTIFY (RFC 5465) and the COMPRESS
+// wrapper that keeps the module's lines out of the stream change
+// (package imapext). Stock maddy never calls it; the custom build's change
+// to maddy's IMAP endpoint (internal/custombuild, ServerExtensionsMethod;
+// docs/maddy-changes.md) calls it once, from the endpoint's Init, before
+// its listeners start. In maddy's CLI (no sessions) it returns nil.
+func (s *Store) IMAPServerExtensions() []imapserver.Extension {
+	if s.reg == nil {
+		return nil
+	}
+	return imapext.Extensions()
+}
 
 func (s *Store) manageable() (module.ManageableStorage, error) {
 	m, ok := s.inner.(module.ManageableStorage)

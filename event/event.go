@@ -155,7 +155,9 @@ type Event struct {
 	// Attrs are the mailbox attributes (e.g. \HasNoChildren, \Sent) for
 	// MailboxCreate, MailboxRename and SubscriptionChange, when known.
 	Attrs []string
-	// Subscribed is the new subscription state for SubscriptionChange.
+	// Subscribed is the new subscription state for SubscriptionChange;
+	// for MailboxCreate and MailboxRename, whether the (new) mailbox is
+	// subscribed (NOTIFY's subscribed filter).
 	Subscribed bool
 	// UIDs are the affected messages for MessageNew, MessageAppend,
 	// MessageExpunge and FlagChange, when known. Empty means "unknown", not

@@ -71,6 +71,7 @@ type User struct {
 	mu      sync.Mutex
 	session *registry.Session
 	guard   *stallGuard // of the session's connection
+	out     *connOut    // the session's writer to its connection
 }
 
 var (
@@ -163,7 +164,8 @@ func (u *User) sessionFor(conn backend.Conn) *registry.Session {
 	defer u.mu.Unlock()
 	if u.session == nil {
 		u.guard = &stallGuard{conn: conn, timeout: u.stall}
-		u.session = u.reg.Register(u.inner.Username(), u.id, newConnOut(sc.Context(), u.reg.Done()))
+		u.out = newConnOut(sc.Context(), u.reg.Done())
+		u.session = u.reg.Register(u.inner.Username(), u.id, u.out)
 	}
 	return u.session
 }
@@ -288,13 +290,13 @@ func (u *User) hierarchyChange(op func() error, ren *rename) error {
 			}
 			renamed[mapping.MailboxKey(old.Name)], renamed[mapping.MailboxKey(nw.Name)] = true, true
 			u.publish(event.Event{Kind: event.MailboxRename, Mailbox: nw.Name, OldMailbox: old.Name,
-				Delimiter: nw.Delimiter, Attrs: mapping.WithoutSubscribed(nw.Attributes)})
+				Delimiter: nw.Delimiter, Attrs: mapping.WithoutSubscribed(nw.Attributes), Subscribed: mapping.IsSubscribed(nw.Attributes)})
 		}
 	}
 	for _, info := range sortedInfos(after) {
 		if _, ok := before[mapping.MailboxKey(info.Name)]; !ok && !renamed[mapping.MailboxKey(info.Name)] {
 			u.publish(event.Event{Kind: event.MailboxCreate, Mailbox: info.Name,
-				Delimiter: info.Delimiter, Attrs: mapping.WithoutSubscribed(info.Attributes)})
+				Delimiter: info.Delimiter, Attrs: mapping.WithoutSubscribed(info.Attributes), Subscribed: mapping.IsSubscribed(info.Attributes)})
 		}
 	}
 	for _, info := range sortedInfos(before) {

@@ -79,6 +79,10 @@ type FetchData struct {
 	Envelope      *imap.Envelope
 	InternalDate  time.Time
 	Size          uint32
+	// Msg is the message as the store returned it, for the items a
+	// NOTIFY client may ask for beyond those above (BODY[...], RFC822.*);
+	// nil when there are none.
+	Msg *imap.Message
 }
 
 // FetchDataOf takes the data from a message as go-imap v1's
@@ -92,7 +96,25 @@ func FetchDataOf(m *imap.Message) FetchData {
 		Envelope:      m.Envelope,
 		InternalDate:  m.InternalDate,
 		Size:          m.Size,
+		Msg:           m,
 	}
+}
+
+// NotifyFetchItems returns the FETCH items of a NOTIFY client's MessageNew
+// fetch-att list (mapping.Match.Fetch) as FetchItems: UID is dropped (it
+// always comes first) and every other item is kept in the client's order.
+// The items are go-imap v1's parse of a fetch-att, which FetchLine writes.
+//
+// The result is never nil: a list of UID alone is a FETCH of UID alone.
+func NotifyFetchItems(atts []imap.FetchItem) FetchItems {
+	out := make(FetchItems, 0, len(atts))
+	for _, it := range atts {
+		if it == imap.FetchUid {
+			continue
+		}
+		out = append(out, string(it))
+	}
+	return out
 }
 
 // FetchLine returns the untagged FETCH response for the message with
@@ -155,8 +177,19 @@ func FetchLine(seq uint32, d FetchData, items FetchItems) []byte {
 		case imap.FetchRFC822Size:
 			b = append(b, " RFC822.SIZE "...)
 			b = strconv.AppendUint(b, uint64(d.Size), 10)
+		case imap.FetchBody:
+			if d.BodyStructure != nil {
+				b = append(b, " BODY "...)
+				b = appendBody(b, d.BodyStructure, false)
+			}
 		default:
-			panic(fmt.Sprintf("mapping: unsupported FETCH item %q (build FetchItems with ParseFetchItems)", it))
+			// Body sections and RFC822.*, asked by a NOTIFY client
+			// (NotifyFetchItems): written as go-imap v1 writes them for
+			// FETCH, a literal for the data.
+			if item := formatItem(seq, d.Msg, imap.FetchItem(it)); item != nil {
+				b = append(b, ' ')
+				b = append(b, item...)
+			}
 		}
 	}
 	return append(b, ")\r\n"...)
@@ -180,6 +213,30 @@ func FlagsFetchLine(seq, uid uint32, flags []string) []byte {
 	msg.Flags = flags
 	msg.Uid = uid
 	return formatFetch(msg)
+}
+
+// formatItem returns one data item of msg, a body section or RFC822.*
+// (its name and value, as go-imap v1's FETCH writes them: the data as a
+// literal), or nil when msg lacks it. Its literal is read.
+func formatItem(seq uint32, msg *imap.Message, item imap.FetchItem) []byte {
+	if msg == nil {
+		return nil
+	}
+	found := false
+	for section := range msg.Body {
+		found = found || section.FetchItem() == item
+	}
+	if !found {
+		return nil // not an item this module can write, or not read
+	}
+	one := imap.NewMessage(seq, []imap.FetchItem{item})
+	one.Body = msg.Body
+	line := formatFetch(one)
+	prefix := []byte("* " + strconv.FormatUint(uint64(seq), 10) + " FETCH (")
+	if !bytes.HasPrefix(line, prefix) || !bytes.HasSuffix(line, []byte(")\r\n")) || len(line) <= len(prefix)+3 {
+		return nil
+	}
+	return line[len(prefix) : len(line)-3]
 }
 
 // formatFetch writes msg exactly as go-imap v1's responses.Fetch.WriteTo does.

@@ -3,6 +3,7 @@
 package mapping
 
 import (
+	"bytes"
 	"reflect"
 	"strings"
 	"testing"
@@ -274,4 +275,29 @@ func TestFetchLineRFC3501(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFetchLineNotifyItems: a NOTIFY client's MessageNew fetch-att list
+// (body sections, RFC822.*, BODY) is written after UID, in its order, as
+// RFC 3501 syntax; UID is not repeated.
+func TestFetchLineNotifyItems(t *testing.T) {
+	header := "Subject: hi\r\n\r\n"
+	msg := imap.NewMessage(4, nil)
+	msg.Uid = 9
+	msg.Flags = []string{`\Seen`}
+	for _, it := range []string{"BODY.PEEK[HEADER.FIELDS (SUBJECT)]", "RFC822.HEADER"} {
+		name, err := imap.ParseBodySectionName(imap.FetchItem(it))
+		if err != nil {
+			t.Fatalf("%s: %v", it, err)
+		}
+		msg.Body[name] = bytes.NewBufferString(header)
+	}
+	items := NotifyFetchItems([]imap.FetchItem{imap.FetchUid, imap.FetchFlags, "BODY.PEEK[HEADER.FIELDS (SUBJECT)]", "RFC822.HEADER", imap.FetchRFC822Size})
+	msg.Size = 42
+	got := string(FetchLine(4, FetchDataOf(msg), items))
+	want := "* 4 FETCH (UID 9 FLAGS (\\Seen) BODY[HEADER.FIELDS (SUBJECT)] {15}\r\n" + header + " RFC822.HEADER {15}\r\n" + header + " RFC822.SIZE 42)\r\n"
+	if got != want {
+		t.Fatalf("FetchLine:\n got %q\nwant %q", got, want)
+	}
+	strict(t, []byte(got), true)
 }

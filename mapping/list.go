@@ -83,11 +83,26 @@ func isSFlag(a string) bool {
 // WithoutSubscribed returns the attributes of a mailbox without any
 // \Subscribed (in any case): what a LIST line of a mailbox event carries,
 // the subscription being the SubscriptionChange event's to add.
-func WithoutSubscribed(attrs []string) []string { return subscriptionAttrs(attrs, false) }
+func WithoutSubscribed(attrs []string) []string { return SubscriptionAttrs(attrs, false) }
 
-// subscriptionAttrs returns attrs without any \Subscribed (in any case),
+// HasAttr reports whether attrs hold want, compared without regard to case
+// (mailbox attributes are case-insensitive).
+func HasAttr(attrs []string, want string) bool {
+	for _, a := range attrs {
+		if strings.EqualFold(a, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// IsSubscribed reports whether attrs (a LIST response's attributes, as
+// go-imap v1's ListMailboxes returns them) say \Subscribed.
+func IsSubscribed(attrs []string) bool { return HasAttr(attrs, AttrSubscribed) }
+
+// SubscriptionAttrs returns attrs without any \Subscribed (in any case),
 // followed by \Subscribed when subscribed is true.
-func subscriptionAttrs(attrs []string, subscribed bool) []string {
+func SubscriptionAttrs(attrs []string, subscribed bool) []string {
 	out := make([]string, 0, len(attrs)+1)
 	for _, a := range attrs {
 		if !strings.EqualFold(a, AttrSubscribed) {

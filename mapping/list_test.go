@@ -55,13 +55,13 @@ func TestSubscriptionAttrs(t *testing.T) {
 		{[]string{`\Subscribed`, `\HasNoChildren`}, false, `[\HasNoChildren]`},
 	}
 	for _, tt := range tests {
-		got := subscriptionAttrs(tt.in, tt.subscribed)
+		got := SubscriptionAttrs(tt.in, tt.subscribed)
 		if s := fmtSlice(got); s != tt.want {
-			t.Errorf("subscriptionAttrs(%q, %v) = %s, want %s", tt.in, tt.subscribed, s, tt.want)
+			t.Errorf("SubscriptionAttrs(%q, %v) = %s, want %s", tt.in, tt.subscribed, s, tt.want)
 		}
 	}
 	in := []string{`\Subscribed`, `\A`}
-	subscriptionAttrs(in, false)
+	SubscriptionAttrs(in, false)
 	if in[0] != `\Subscribed` || in[1] != `\A` {
 		t.Errorf("subscriptionAttrs modified its argument: %q", in)
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/emersion/go-imap"
+
 	"github.com/maddy-notify/maddy-notify/event"
 )
 
@@ -257,6 +259,10 @@ type SessionView struct {
 	Subscribed bool
 	// Idling says whether the client is in IDLE now.
 	Idling bool
+	// Notify is what the session asked for with NOTIFY SET or NOTIFY NONE
+	// (RFC 5465); nil for a session that did not send NOTIFY, which is
+	// told what Policy.Plain says. Shared: do not modify.
+	Notify *Interest
 }
 
 // Action is what a Plan asks the session to do.
@@ -335,6 +341,10 @@ type Plan struct {
 	UIDs []uint32
 	// Lines are complete responses (ending in CRLF) for WriteLines.
 	Lines [][]byte
+	// Fetch, for NeedFetchNew of a NOTIFY session, are the items of its
+	// MessageNew fetch-att list (nil: Policy.FetchItems). Shared with the
+	// Interest: do not modify.
+	Fetch []imap.FetchItem
 }
 
 func nothing(reason string) Plan { return Plan{Action: Nothing, Reason: reason} }
@@ -374,6 +384,9 @@ func Map(p Policy, ev event.Event, view SessionView) Plan {
 	}
 	own := view.ID != 0 && ev.Origin == view.ID
 	selected := view.Selected != "" && SameMailbox(ev.Mailbox, view.Selected)
+	if view.Notify != nil {
+		return mapNotify(p, ev, view, own, selected)
+	}
 
 	switch ev.Kind {
 	case event.MessageNew, event.MessageAppend:
@@ -418,31 +431,117 @@ func Map(p Policy, ev event.Event, view SessionView) Plan {
 	if plan, ok := PlainGate(p, view); !ok {
 		return plan
 	}
-	var lines [][]byte
+	return Plan{Action: WriteLines, Lines: listLines(ev, p.Plain == AnyTime)}
+}
+
+// listLines are the LIST lines of a mailbox event. LIST extended data
+// (OLDNAME) is for clients that asked for it (oldName: RFC 5465 NOTIFY,
+// AnyTime); a plain client is told of a rename as the old name's
+// \NonExistent and the new name's LIST. RENAME INBOX leaves INBOX in
+// place.
+func listLines(ev event.Event, oldName bool) [][]byte {
 	switch ev.Kind {
 	case event.MailboxCreate:
-		lines = [][]byte{ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, "")}
+		return [][]byte{ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, "")}
 	case event.MailboxDelete:
-		lines = [][]byte{ListLine([]string{AttrNonExistent}, ev.Delimiter, ev.Mailbox, "")}
+		return [][]byte{ListLine([]string{AttrNonExistent}, ev.Delimiter, ev.Mailbox, "")}
 	case event.MailboxRename:
-		// LIST extended data (OLDNAME) is for clients that asked for it
-		// (RFC 5465 NOTIFY); a plain client is told the old name is gone
-		// and the new one exists. RENAME INBOX leaves INBOX in place.
-		if p.Plain == AnyTime {
-			lines = [][]byte{ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, ev.OldMailbox)}
-			break
+		if oldName {
+			return [][]byte{ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, ev.OldMailbox)}
 		}
+		var lines [][]byte
 		if !IsInbox(ev.OldMailbox) {
 			lines = append(lines, ListLine([]string{AttrNonExistent}, ev.Delimiter, ev.OldMailbox, ""))
 		}
-		lines = append(lines, ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, ""))
+		return append(lines, ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, ""))
 	case event.SubscriptionChange:
-		lines = [][]byte{ListLine(subscriptionAttrs(ev.Attrs, ev.Subscribed), ev.Delimiter, ev.Mailbox, "")}
-	default:
-		// Validate accepted a kind this switch does not know.
-		panic(fmt.Sprintf("mapping: Map: unhandled event kind %v", ev.Kind))
+		return [][]byte{ListLine(SubscriptionAttrs(ev.Attrs, ev.Subscribed), ev.Delimiter, ev.Mailbox, "")}
 	}
-	return Plan{Action: WriteLines, Lines: lines}
+	// Validate accepted a kind this switch does not know.
+	panic(fmt.Sprintf("mapping: Map: unhandled event kind %v", ev.Kind))
+}
+
+// Reasons of the Plans for sessions that sent NOTIFY.
+const (
+	ReasonNotAsked      = "not asked for (NOTIFY)"
+	ReasonNotifyNoFetch = "selected mailbox: sent by the store; MessageNew asked without fetch-att"
+)
+
+// mapNotify is Map for a session that sent NOTIFY: what its Interest asks
+// for, as RFC 5465 section 5 writes it. The store's own lines for the
+// selected mailbox (EXISTS, EXPUNGE, FETCH FLAGS) go out as they do to
+// every session.
+func mapNotify(p Policy, ev event.Event, view SessionView, own, selected bool) Plan {
+	facts := MailboxFacts{Name: ev.Mailbox, Delimiter: ev.Delimiter, Selected: selected, Subscribed: view.Subscribed}
+	m := view.Notify.Match(NotifyEventOf(ev.Kind), facts)
+	if ev.Kind.IsMessage() {
+		switch {
+		case selected && !m.Wanted:
+			return Plan{Action: SelectedHandledByStore, Reason: ReasonNotAsked}
+		case selected && (ev.Kind == event.MessageNew || ev.Kind == event.MessageAppend):
+			if len(m.Fetch) == 0 {
+				return Plan{Action: SelectedHandledByStore, Reason: ReasonNotifyNoFetch}
+			}
+			return Plan{Action: NeedFetchNew, Mailbox: ev.Mailbox, UIDs: ev.UIDs, Fetch: m.Fetch}
+		case selected:
+			return Plan{Action: SelectedHandledByStore, Reason: ReasonStore}
+		case own:
+			return nothing(ReasonOwnChange)
+		case !m.Wanted:
+			return nothing(ReasonNotAsked)
+		case ev.Kind == event.FlagChange && !p.StatusItems.FlagDependent():
+			return nothing(ReasonNoFlagItems)
+		case len(p.StatusItems) == 0:
+			return nothing(ReasonNoStatusConfig)
+		}
+		return Plan{Action: NeedStatus, Mailbox: ev.Mailbox}
+	}
+	if own {
+		return nothing(ReasonOwnChange)
+	}
+	if !m.Wanted {
+		return nothing(ReasonNotAsked)
+	}
+	return Plan{Action: WriteLines, Lines: listLines(ev, true)}
+}
+
+// StatusGate decides whether a session may be told the STATUS of mailbox
+// (not its selected one) now: for a plain session as PlainGate says; for
+// a NOTIFY session when its Interest wants message events there
+// (subscribed says whether the mailbox is subscribed, read when the
+// Interest needs it). ok is false when plan is the answer (Nothing, or
+// Defer).
+func StatusGate(p Policy, view SessionView, mailbox, delimiter string, subscribed bool) (plan Plan, ok bool) {
+	if view.Notify == nil {
+		return PlainGate(p, view)
+	}
+	facts := MailboxFacts{Name: mailbox, Delimiter: delimiter, Subscribed: subscribed,
+		Selected: view.Selected != "" && SameMailbox(mailbox, view.Selected)}
+	if view.Notify.Match(NotifyMessageNew, facts).Wanted || view.Notify.Match(NotifyMessageExpunge, facts).Wanted {
+		return Plan{}, true
+	}
+	return nothing(ReasonNotAsked), false
+}
+
+// NewMessageItems returns the items of the module's FETCH of each new
+// message in the session's selected mailbox (after UID, which is always
+// written), or nil for no FETCH: for a NOTIFY session its MessageNew
+// fetch-att list in the selected group (none asked: no FETCH, EXISTS tells
+// the client); for a plain session Policy.FetchItems, unless plain_clients
+// none or the event kinds switch it off.
+func NewMessageItems(p Policy, view SessionView) FetchItems {
+	if view.Notify != nil {
+		m := view.Notify.Match(NotifyMessageNew, MailboxFacts{Name: view.Selected, Selected: true})
+		if !m.Wanted || len(m.Fetch) == 0 {
+			return nil
+		}
+		return NotifyFetchItems(m.Fetch)
+	}
+	if !p.Plain.FetchesNew() || len(p.FetchItems) == 0 ||
+		!(p.Events.Has(event.MessageNew) || p.Events.Has(event.MessageAppend)) {
+		return nil
+	}
+	return p.FetchItems
 }
 
 // PlainGate decides whether a plain client may be told about a mailbox

@@ -215,7 +215,7 @@ func TestWireListV2(t *testing.T) {
 		{"ampersand", ListLine(nil, "/", "R&D", ""), nil, '/', "R&D", ""},
 		{"inbox lower case", ListLine(nil, "/", "inbox", ""), nil, '/', "INBOX", ""},
 		{"delete", ListLine([]string{AttrNonExistent}, "/", "Trash/Old", ""), []imapv2.MailboxAttr{imapv2.MailboxAttrNonExistent}, '/', "Trash/Old", ""},
-		{"subscribed", ListLine(subscriptionAttrs([]string{`\HasChildren`}, true), "/", "Lists", ""), []imapv2.MailboxAttr{imapv2.MailboxAttrHasChildren, imapv2.MailboxAttrSubscribed}, '/', "Lists", ""},
+		{"subscribed", ListLine(SubscriptionAttrs([]string{`\HasChildren`}, true), "/", "Lists", ""), []imapv2.MailboxAttr{imapv2.MailboxAttrHasChildren, imapv2.MailboxAttrSubscribed}, '/', "Lists", ""},
 		{"oldname", ListLine(nil, "/", "Neu", "Alt"), nil, '/', "Neu", "Alt"},
 		{"oldname non-ASCII both", ListLine([]string{`\Sent`}, "/", "Gesendete Objekte", "Entwürfe & 日本"), []imapv2.MailboxAttr{imapv2.MailboxAttrSent}, '/', "Gesendete Objekte", "Entwürfe & 日本"},
 		{"quote delimiter", ListLine(nil, `"`, "a", ""), nil, '"', "a", ""},

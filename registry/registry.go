@@ -348,7 +348,7 @@ func (r *Registry) Publish(ev event.Event) {
 	if !r.policy.Events.Has(ev.Kind) {
 		return
 	}
-	if ev.Kind == event.FlagChange && (!r.policy.StatusItems.FlagDependent() || !r.policy.Plain.TellsMailboxes()) {
+	if ev.Kind == event.FlagChange && !r.policy.StatusItems.FlagDependent() {
 		return // no STATUS item can change (mapping.ReasonNoFlagItems)
 	}
 	r.mu.Lock()
@@ -360,7 +360,14 @@ func (r *Registry) Publish(ev event.Event) {
 	if r.log.Debug {
 		r.log.DebugMsg("event", "event", ev.String(), "sessions", len(a.sessions))
 	}
-	tells := r.policy.Plain.TellsMailboxes()
+	tells := a.tellsLocked(r)
+	if !tells && a.names != nil {
+		// Nobody is told while the account's state is not kept: it is
+		// learnt again when someone is (SetNotify).
+		a.names, a.namesShared = nil, false
+		clear(a.cache)
+		clear(a.asked)
+	}
 	if ev.Kind.IsMessage() {
 		if tells {
 			a.addPendingLocked(ev.Mailbox, ev.Origin, ev.Time, mayBeUnchanged(ev.Kind))
@@ -378,11 +385,18 @@ func (r *Registry) Publish(ev event.Event) {
 	if !tells {
 		return // nobody is told about the mailbox list (mapping.PlainClients)
 	}
+	wasSubscribed, _ := subscribedIn(a.names, mapping.MailboxKey(ev.Mailbox))
 	a.applyMailboxEventLocked(r, ev)
 	if len(a.pending) > 0 {
 		a.scheduleLocked(r) // a RENAME queries the new name
 	}
-	it := item{ev: ev, kind: itemEvent, at: ev.Time}
+	it := item{ev: ev, kind: itemEvent, at: ev.Time, delimiter: ev.Delimiter}
+	// NOTIFY's subscribed filter: whether the mailbox is subscribed now
+	// (for a deletion, whether it was).
+	it.subscribed = ev.Subscribed
+	if ev.Kind == event.MailboxDelete {
+		it.subscribed = wasSubscribed
+	}
 	if a.names != nil && len(a.sessions) > 0 {
 		// The sessions take this version when they are handed ev.
 		it.names, it.namesGen = a.names, a.namesGen
@@ -401,7 +415,7 @@ func (r *Registry) Reconcile(acct string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	a := r.accounts[acct]
-	if a == nil || r.closed || !r.policy.Plain.TellsMailboxes() {
+	if a == nil || r.closed || !a.tellsLocked(r) {
 		return
 	}
 	a.reconcile = true
@@ -419,14 +433,65 @@ func (r *Registry) Reconcile(acct string) {
 func (r *Registry) ResyncAll() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed || !r.policy.Plain.TellsMailboxes() {
+	if r.closed {
 		return
 	}
 	r.metrics.Resync("reconnect")
 	for _, a := range r.accounts {
+		// A NOTIFY client is told that notifications were lost (RFC 5465
+		// section 5.8) and asks again.
+		for _, s := range a.sessions {
+			s.notificationsLost()
+		}
+		if !r.policy.Plain.TellsMailboxes() {
+			continue
+		}
 		a.reconcile, a.relist = true, true
 		a.scheduleLocked(r)
 	}
+}
+
+// tellsLocked reports whether any session of the account may be told
+// STATUS or LIST: under plain_clients draft every plain session may, and
+// a NOTIFY session that asked for anything.
+func (a *account) tellsLocked(r *Registry) bool {
+	if r.policy.Plain.TellsMailboxes() {
+		return true
+	}
+	for _, s := range a.sessions {
+		s.mu.Lock()
+		in := s.notify
+		s.mu.Unlock()
+		if in != nil && !in.Empty() {
+			return true
+		}
+	}
+	return false
+}
+
+// SetNotify records what the client of s asked for with NOTIFY SET (in;
+// NOTIFY NONE is the zero Interest): from then on s is told what in asks
+// for, as soon as it can be written to (RFC 5465). What was queued for it
+// before is dropped. initial are the STATUS values that NOTIFY SET STATUS
+// asks for: they are written now, in order, from the caller's goroutine
+// (the NOTIFY command's, before its tagged OK), and recorded as told. It
+// reports an error when the client is gone.
+func (r *Registry) SetNotify(s *Session, in mapping.Interest, initial []InitialStatus) error {
+	r.mu.Lock()
+	if a := r.accounts[s.account]; a != nil && a.sessions[s.id] == s && !in.Empty() && a.names == nil && !r.closed {
+		// The account was learnt for plain clients that are told nothing
+		// beyond their selected mailbox: learn its mailboxes now.
+		a.baseline = true
+		a.scheduleLocked(r)
+	}
+	r.mu.Unlock()
+	return s.setNotify(in, initial)
+}
+
+// InitialStatus is one STATUS value that NOTIFY SET STATUS tells.
+type InitialStatus struct {
+	Mailbox string
+	Status  mapping.Status
 }
 
 // HasAccount reports whether any session of acct is registered.
@@ -991,7 +1056,7 @@ func (a *account) scopeMailboxes(r *Registry) ([]string, error) {
 	}
 	names := make([]string, 0, len(infos))
 	for _, info := range infos {
-		if hasAttr(info.Attributes, imap.NoSelectAttr) {
+		if mapping.HasAttr(info.Attributes, imap.NoSelectAttr) {
 			continue
 		}
 		names = append(names, info.Name)
@@ -1029,15 +1094,6 @@ func (a *account) inScope(r *Registry, jobs []statusJob) []statusJob {
 		}
 	}
 	return out
-}
-
-func hasAttr(attrs []string, want string) bool {
-	for _, a := range attrs {
-		if strings.EqualFold(a, want) {
-			return true
-		}
-	}
-	return false
 }
 
 func (a *account) status(r *Registry, mbox string) (mapping.Status, error) {
@@ -1118,6 +1174,7 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 		if changed && len(targets) > 0 {
 			h = newHandoff()
 		}
+		subscribed, delimiter := subscribedIn(a.names, key)
 		if a.asked == nil {
 			a.asked = map[string]askedQuery{}
 		}
@@ -1127,7 +1184,7 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 		prompt := 0
 		for _, s := range targets {
 			if s.enqueue(item{kind: itemStatus, mailbox: j.mailbox, status: st, origin: j.origin, at: since,
-				resync: slices.Contains(resync, s), handoff: h}) {
+				resync: slices.Contains(resync, s), handoff: h, subscribed: subscribed, delimiter: delimiter}) {
 				prompt++
 			}
 		}

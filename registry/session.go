@@ -29,6 +29,11 @@ const (
 // written nothing for the keepalive interval (Registry.StartKeepalive).
 const keepaliveLine = "* OK Still here\r\n"
 
+// overflowLine tells a NOTIFY client that notifications were lost: from
+// then on it is told nothing until its next NOTIFY SET (RFC 5465 section
+// 5.8).
+const overflowLine = "* OK [NOTIFICATIONOVERFLOW] notifications were lost; send NOTIFY SET again\r\n"
+
 type item struct {
 	kind    itemKind
 	ev      event.Event
@@ -50,6 +55,11 @@ type item struct {
 	// applied, version namesGen (account.names); nil when unknown.
 	names    map[string]imap.MailboxInfo
 	namesGen uint64
+	// subscribed and delimiter are facts of the item's mailbox (the
+	// event's, or the STATUS value's) when it was queued, for NOTIFY
+	// filters (mapping.MailboxFacts).
+	subscribed bool
+	delimiter  string
 }
 
 // handoff is one STATUS value of a mailbox that the account's worker
@@ -129,6 +139,16 @@ type Session struct {
 	gone     bool
 	overflow bool
 	queue    []item
+	// notify is what the client asked for with NOTIFY (nil: a plain
+	// session, told what Policy.Plain says); lost says notifications for
+	// it were lost, to be told with NOTIFICATIONOVERFLOW.
+	notify *mapping.Interest
+	lost   bool
+	// fetchLeft: the writer of a NOTIFY session outside IDLE left the
+	// FETCH of new messages to the next Poll (fetchLeftAt: when the store
+	// announced them).
+	fetchLeft   bool
+	fetchLeftAt time.Time
 	// fetchTries counts FetchNew calls that found an announced message not
 	// yet readable; they are retried with backoff, up to maxFetchTries.
 	fetchTries int
@@ -179,6 +199,13 @@ func (s *Session) Select(mailbox string, f Fetcher) {
 	s.flushMu.Unlock()
 }
 
+// Selected returns the session's selected mailbox, "" when none.
+func (s *Session) Selected() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.selected
+}
+
 // Unselect records that no mailbox is selected (or that the one given is
 // closed).
 func (s *Session) Unselect(mailbox string) {
@@ -218,6 +245,66 @@ func (s *Session) EndIdle() {
 	s.SetIdle(false)
 	s.flushMu.Lock()
 	s.flushMu.Unlock()
+}
+
+// setNotify is Registry.SetNotify for this session.
+func (s *Session) setNotify(in mapping.Interest, initial []InitialStatus) error {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	s.mu.Lock()
+	if s.gone {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	// What was queued for the plain session is not what the client asks
+	// for now; only the store's announcement of new messages stays (the
+	// FETCH that follows EXISTS, if the new request asks for one).
+	takeAll(s.queue)
+	kept := s.queue[:0:0]
+	for _, it := range s.queue {
+		if it.kind == itemFetchNew {
+			kept = append(kept, it)
+		}
+	}
+	s.queue, s.overflow, s.lost = kept, false, false
+	s.notify = &in
+	s.mu.Unlock()
+
+	if len(initial) > 0 {
+		if s.view == nil {
+			s.view = mapping.NewStatusView(s.reg.policy.StatusItems)
+		}
+		lines := make([][]byte, 0, len(initial))
+		for _, st := range initial {
+			s.view.Forget(st.Mailbox)
+			line, _ := s.view.Update(st.Mailbox, st.Status)
+			lines = append(lines, line)
+		}
+		if err := s.out.Write(lines); err != nil {
+			return err
+		}
+		s.lastWrite.Store(time.Now().UnixNano())
+		s.reg.metrics.Pushed("STATUS", len(lines))
+	}
+	s.mu.Lock()
+	s.kickLocked()
+	s.mu.Unlock()
+	return nil
+}
+
+// notificationsLost records that events for the session may have been
+// lost (a broker reconnect): a NOTIFY client is told with
+// NOTIFICATIONOVERFLOW and then told nothing until its next NOTIFY SET.
+// It is called with Registry.mu held.
+func (s *Session) notificationsLost() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone || s.notify == nil || s.notify.Empty() {
+		return
+	}
+	takeAll(s.queue)
+	s.queue, s.lost = nil, true
+	s.kickLocked()
 }
 
 // NewMessages records that the store announced new messages (EXISTS) in the
@@ -309,10 +396,15 @@ func (s *Session) toldExists(key string) bool {
 }
 
 // applyNameEvent applies a mailbox event to a mailbox set.
+//
+// A mailbox's attributes in the set say \Subscribed as the store's LIST
+// does (ev.Subscribed), so that the set tells NOTIFY's subscribed filter
+// which mailboxes are subscribed (subscribedIn).
 func applyNameEvent(names map[string]imap.MailboxInfo, ev event.Event) {
+	attrs := mapping.SubscriptionAttrs(ev.Attrs, ev.Subscribed)
 	switch ev.Kind {
 	case event.MailboxCreate, event.SubscriptionChange:
-		names[mapping.MailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
+		names[mapping.MailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: attrs}
 	case event.MailboxDelete:
 		delete(names, mapping.MailboxKey(ev.Mailbox))
 	case event.MailboxRename:
@@ -335,8 +427,18 @@ func applyNameEvent(names map[string]imap.MailboxInfo, ev event.Event) {
 				}
 			}
 		}
-		names[mapping.MailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: ev.Attrs}
+		names[mapping.MailboxKey(ev.Mailbox)] = imap.MailboxInfo{Name: ev.Mailbox, Delimiter: ev.Delimiter, Attributes: attrs}
 	}
+}
+
+// subscribedIn reports whether names (nil: unknown) says mailbox key is
+// subscribed, and its delimiter.
+func subscribedIn(names map[string]imap.MailboxInfo, key string) (subscribed bool, delimiter string) {
+	info, ok := names[key]
+	if !ok {
+		return false, ""
+	}
+	return mapping.IsSubscribed(info.Attributes), info.Delimiter
 }
 
 // enqueue queues it for the session. It reports whether the item is
@@ -348,7 +450,17 @@ func (s *Session) enqueue(it item) (prompt bool) {
 	if s.gone || s.overflow {
 		return false
 	}
-	if len(s.queue) >= QueueLimit && !it.resync {
+	if s.lost {
+		return false // told nothing until its next NOTIFY SET
+	}
+	if len(s.queue) >= QueueLimit && !it.resync && s.notify != nil {
+		// A NOTIFY client is told that notifications were lost and asks
+		// again (RFC 5465 section 5.8), instead of a resynchronisation.
+		takeAll(s.queue)
+		s.queue, s.lost = nil, true
+		s.reg.metrics.Overflow()
+		s.reg.log.Msg("session queue overflow, NOTIFICATIONOVERFLOW", "account", s.account)
+	} else if len(s.queue) >= QueueLimit && !it.resync {
 		takeAll(s.queue)
 		s.queue = nil
 		s.overflow = true
@@ -373,7 +485,7 @@ func (s *Session) kickLocked() {
 	if s.writing || s.gone {
 		return
 	}
-	if !s.idling || (len(s.queue) == 0 && !s.overflow) {
+	if !s.writableLocked() || (len(s.queue) == 0 && !s.overflow && !s.lost) {
 		if !s.loggedOut() {
 			return
 		}
@@ -381,6 +493,11 @@ func (s *Session) kickLocked() {
 	// The registry refuses once it is closing: sessions get nothing more.
 	s.writing = s.reg.goSafe("session", s.account, s.write)
 }
+
+// writableLocked reports whether the session's writer may write now: while
+// the client idles, and at any time for a client that asked with NOTIFY
+// (RFC 5465 lets the server write between responses in any state).
+func (s *Session) writableLocked() bool { return s.idling || s.notify != nil }
 
 // loggedOut reports whether the client's connection is gone.
 func (s *Session) loggedOut() bool {
@@ -413,7 +530,7 @@ func (s *Session) write() {
 		}
 		s.mu.Lock()
 		gone := !s.gone && !closing && s.loggedOut()
-		if s.gone || closing || (!gone && (!s.idling || (len(s.queue) == 0 && !s.overflow))) {
+		if s.gone || closing || (!gone && (!s.writableLocked() || (len(s.queue) == 0 && !s.overflow && !s.lost))) {
 			s.writing = false
 			ended = true
 			s.mu.Unlock()
@@ -424,7 +541,7 @@ func (s *Session) write() {
 			s.reg.Unregister(s)
 			continue
 		}
-		s.Flush()
+		s.flush(false)
 	}
 }
 
@@ -457,10 +574,17 @@ func (s *Session) retryFetch() {
 	s.enqueue(item{kind: itemFetchNew, at: at})
 }
 
-// Flush writes what is queued for the session. It is called by the
-// session's writer goroutine while the client IDLEs, and by the decorators
-// from the session's command goroutine at NOOP/CHECK.
-func (s *Session) Flush() {
+// Flush writes what is queued for the session. The decorators call it
+// from the session's command goroutine at NOOP/CHECK and after commands
+// (the mailbox's Poll); the session's writer goroutine flushes too.
+func (s *Session) Flush() { s.flush(true) }
+
+// flush writes what is queued. atPoll: called from the command goroutine
+// at the mailbox's Poll, where the module's FETCH of new messages follows
+// the store's EXISTS; the writer goroutine of a NOTIFY session that is not
+// in IDLE leaves that FETCH to the next Poll (the store's EXISTS goes out
+// only there).
+func (s *Session) flush(atPoll bool) {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	// Flush also runs on the client's command goroutine: a bug here must
@@ -478,12 +602,25 @@ func (s *Session) Flush() {
 
 	p := s.reg.policy
 	s.mu.Lock()
-	view := mapping.SessionView{ID: s.id, Account: s.account, Selected: s.selected, Idling: s.idling}
+	view := mapping.SessionView{ID: s.id, Account: s.account, Selected: s.selected, Idling: s.idling, Notify: s.notify}
 	// Under plain_clients draft, STATUS and LIST wait for IDLE; so does the
-	// resynchronisation of a queue that overflowed.
+	// resynchronisation of a queue that overflowed. A NOTIFY client is told
+	// at once.
 	_, tellNow := mapping.PlainGate(p, view)
-	queue, overflow := s.queue, s.overflow
+	tellNow = tellNow || view.Notify != nil
+	fetchNow := atPoll || view.Idling
+	queue, overflow, lost := s.queue, s.overflow, s.lost
 	s.queue, s.overflow = nil, overflow && !tellNow && p.Plain.TellsMailboxes()
+	if lost {
+		// NOTIFICATIONOVERFLOW: the session behaves as after NOTIFY NONE.
+		s.notify, s.lost, view.Notify = &mapping.Interest{}, false, &mapping.Interest{}
+	}
+	// The FETCH of new messages the writer left for this Poll.
+	fetchLeft, fetchLeftAt := false, time.Time{}
+	if fetchNow && s.fetchLeft {
+		fetchLeft, fetchLeftAt = true, s.fetchLeftAt
+		s.fetchLeft, s.fetchLeftAt = false, time.Time{}
+	}
 	s.flushing = true
 	takeAll(queue)
 	fetcher := s.fetcher
@@ -547,13 +684,26 @@ func (s *Session) Flush() {
 			}
 		}
 	}
+	if lost {
+		lines = append(lines, []byte(overflowLine))
+	}
 	for i, it := range queue {
 		if !tellNow && (it.kind == itemEvent || it.kind == itemStatus) {
 			deferred = append(deferred, it)
 			continue
 		}
+		if !fetchNow && it.kind == itemFetchNew {
+			s.mu.Lock()
+			if !s.fetchLeft || (!it.at.IsZero() && it.at.Before(s.fetchLeftAt)) {
+				s.fetchLeftAt = it.at
+			}
+			s.fetchLeft = true
+			s.mu.Unlock()
+			continue
+		}
 		switch it.kind {
 		case itemEvent:
+			view.Subscribed = it.subscribed
 			plan := mapping.Map(p, it.ev, view)
 			if plan.Action == mapping.Defer {
 				deferred = append(deferred, it)
@@ -562,7 +712,7 @@ func (s *Session) Flush() {
 			// A plain client told of another session's rename takes the
 			// new name for a new mailbox (no OLDNAME): its view must say
 			// so even before its first STATUS.
-			listed := p.Plain != mapping.AnyTime && it.ev.Origin != s.id
+			listed := p.Plain != mapping.AnyTime && view.Notify == nil && it.ev.Origin != s.id
 			if s.view == nil && listed && it.ev.Kind == event.MailboxRename {
 				s.view = mapping.NewStatusView(p.StatusItems)
 			}
@@ -603,6 +753,9 @@ func (s *Session) Flush() {
 				}
 				continue
 			}
+			if _, ok := mapping.StatusGate(p, view, it.mailbox, it.delimiter, it.subscribed); !ok {
+				continue // not asked for (NOTIFY)
+			}
 			if !s.toldExists(key) {
 				// Deleted (or renamed away) in what the client was told
 				// since the value was read: a STATUS of it now would
@@ -625,12 +778,14 @@ func (s *Session) Flush() {
 	}
 	// The dropped queue may have held the store's announcement of new
 	// messages: fetch what was announced and not yet fetched.
-	fetchNew = fetchNew || overflow
-	if fetchNew && fetcher != nil && len(p.FetchItems) > 0 && p.Plain.FetchesNew() &&
-		(p.Events.Has(event.MessageNew) || p.Events.Has(event.MessageAppend)) {
+	fetchNew = fetchNew || overflow || fetchLeft
+	if fetchAt.IsZero() {
+		fetchAt = fetchLeftAt
+	}
+	if items := mapping.NewMessageItems(p, view); fetchNew && fetcher != nil && items != nil {
 		// The FETCH of new messages goes first: it follows the store's
 		// EXISTS, and the STATUS/LIST lines come after it.
-		if !s.fetchNew(fetcher, p.FetchItems, fetchAt) {
+		if !s.fetchNew(fetcher, items, fetchAt) {
 			return
 		}
 	}
