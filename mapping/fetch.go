@@ -186,6 +186,9 @@ func FetchLine(seq uint32, d FetchData, items FetchItems) []byte {
 			// Body sections and RFC822.*, asked by a NOTIFY client
 			// (NotifyFetchItems): written as go-imap v1 writes them for
 			// FETCH, a literal for the data.
+			if _, err := imap.ParseBodySectionName(imap.FetchItem(it)); err != nil {
+				panic(fmt.Sprintf("mapping: unsupported FETCH item %q (build FetchItems with ParseFetchItems or NotifyFetchItems)", it))
+			}
 			if item := formatItem(seq, d.Msg, imap.FetchItem(it)); item != nil {
 				b = append(b, ' ')
 				b = append(b, item...)

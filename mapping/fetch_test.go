@@ -138,7 +138,15 @@ func TestFetchLineUnsupportedItemPanics(t *testing.T) {
 			t.Fatalf("recover() = %v, want a mapping: panic", r)
 		}
 	}()
-	FetchLine(1, FetchData{UID: 1}, FetchItems{"BODY[]"})
+	FetchLine(1, FetchData{UID: 1}, FetchItems{"BOGUS"})
+}
+
+// A body section is an item FetchLine writes (a NOTIFY client asks for
+// it); without the data it is left out.
+func TestFetchLineBodySectionWithoutData(t *testing.T) {
+	if got := string(FetchLine(1, FetchData{UID: 1}, FetchItems{"BODY[]"})); got != "* 1 FETCH (UID 1)\r\n" {
+		t.Fatalf("FetchLine = %q", got)
+	}
 }
 
 func TestFlagsFetchLine(t *testing.T) {
