@@ -242,13 +242,19 @@ func (v *StatusView) Rename(oldName, newName string) {
 }
 
 // Apply updates the view for an event of the session's account, whatever Map
-// decided for it: MailboxDelete forgets the mailbox; MailboxRename renames it
+// decided for it: MailboxCreate records the new mailbox as empty with
+// UIDNEXT 1 (what the client takes it to be); MailboxDelete forgets the
+// mailbox; MailboxRename renames it
 // and, when ev.Delimiter is set, every remembered child ("old/x" becomes
 // "new/x"), as IMAP RENAME moves the hierarchy; a message event that session
 // caused itself (ev.Origin == session, session != 0) forgets the mailbox.
 // Other events leave the view alone.
 func (v *StatusView) Apply(ev event.Event, session uint64) {
 	switch ev.Kind {
+	case event.MailboxCreate:
+		// The client takes a mailbox it was just told of as new: empty,
+		// with UIDNEXT 1 (ApplyListed).
+		v.sent[MailboxKey(ev.Mailbox)] = Status{UIDNext: 1}.masked(v.items)
 	case event.MailboxDelete:
 		v.Forget(ev.Mailbox)
 	case event.MailboxRename:

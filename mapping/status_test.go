@@ -197,7 +197,9 @@ func TestStatusViewApply(t *testing.T) {
 		{"own flag change", event.Event{Kind: event.FlagChange, Mailbox: "b", Origin: me}, map[string]bool{"b": false}},
 		{"someone else's append", event.Event{Kind: event.MessageAppend, Mailbox: "b", Origin: 7}, map[string]bool{"b": true}},
 		{"no origin", event.Event{Kind: event.MessageNew, Mailbox: "b"}, map[string]bool{"b": true}},
-		{"own create", event.Event{Kind: event.MailboxCreate, Mailbox: "b", Origin: me}, map[string]bool{"b": true}},
+		// A created mailbox is remembered as new and empty: a value with a
+		// message differs from it.
+		{"own create", event.Event{Kind: event.MailboxCreate, Mailbox: "b", Origin: me}, map[string]bool{"a": true, "b": false}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -236,6 +238,17 @@ func TestNewStatusViewUnknownItemPanics(t *testing.T) {
 // TestStatusViewApplyListed: a session told of a rename as a deletion and
 // a creation forgets the old names and takes the new one as a new, empty
 // mailbox: its next value is told unless it is that.
+func TestStatusViewApplyCreate(t *testing.T) {
+	v := NewStatusView(StatusItems{StatusMessages, StatusUIDNext, StatusUnseen})
+	v.Apply(event.Event{Kind: event.MailboxCreate, Mailbox: "new"}, me)
+	if line, changed := v.Update("new", Status{UIDNext: 1}); changed {
+		t.Errorf("a new, empty mailbox was told %q", line)
+	}
+	if _, changed := v.Update("new", Status{Messages: 1, UIDNext: 2, Unseen: 1}); !changed {
+		t.Error("the first message of a new mailbox was not told")
+	}
+}
+
 func TestStatusViewApplyListed(t *testing.T) {
 	v := NewStatusView(StatusItems{StatusMessages, StatusUIDNext, StatusUnseen})
 	v.Update("a", Status{Messages: 3, UIDNext: 4, Unseen: 1})

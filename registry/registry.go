@@ -679,12 +679,13 @@ func (a *account) applyMailboxEventLocked(r *Registry, ev event.Event) {
 				a.pending[nw+key[len(old):]] = p
 			}
 		}
-		// A client told of the rename by OLDNAME keeps what it knew of
-		// the mailbox: the new name's value is told only if it differs
-		// from the account's. One told of a deletion and a creation
-		// (mapping.PlainDraft) learns the new name's state from the
-		// value, handed to every session.
-		a.addPendingLocked(ev.Mailbox, 0, ev.Time, r.policy.Plain == mapping.AnyTime)
+		// A client told of the rename by OLDNAME (NOTIFY) keeps what it
+		// knew of the mailbox: the new name's value is told only if it
+		// differs from the account's. One told of a deletion and a
+		// creation (mapping.PlainDraft) learns the new name's state from
+		// the value, handed to every session (each tells its client only
+		// what differs from what it was told).
+		a.addPendingLocked(ev.Mailbox, 0, ev.Time, r.policy.Plain != mapping.PlainDraft)
 	}
 }
 
