@@ -24,6 +24,9 @@ const (
 	dovecotSampleTimeout = 5 * time.Second
 )
 
+// moduleNotify is what scenario 2's NOTIFY client asks for.
+const moduleNotify = "NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))"
+
 func appendAction(mbox string) func(int) string {
 	return func(i int) string { return appendCmd(mbox, message(fmt.Sprintf("bench-%d", i))) }
 }
@@ -198,7 +201,14 @@ func (b *bench) scenario2() error {
 	if err != nil {
 		return err
 	}
-	probes := []*probe{base, st, li, fe}
+	// A client that asked with NOTIFY (RFC 5465): the same STATUS as a
+	// plain_clients draft client's, written by the session's writer.
+	nt, err := newProbe("notify: NOTIFY STATUS (APPEND Archive)", notify.addr("imap"), "s2n@maddy.test", benchPass, []string{"Archive"}, "INBOX",
+		[]string{moduleNotify}, appendAction("Archive"), reStatus("Archive"))
+	if err != nil {
+		return err
+	}
+	probes := []*probe{base, st, li, fe, nt}
 
 	var dv []*probe
 	var dvNote string
@@ -279,7 +289,11 @@ func (b *bench) scenario2() error {
 	if len(dv) > 0 {
 		rep.p("| kind | maddy + notify p50 / Dovecot p50 (from the tagged OK) | (from the command sent) |")
 		rep.p("| --- | ---: | ---: |")
+		// NOTIFY's STATUS is compared with Dovecot's STATUS (also NOTIFY).
 		for i, p := range probes[1:] {
+			if i >= len(dv) {
+				i = 0 // the NOTIFY STATUS: beside Dovecot's STATUS
+			}
 			d := dv[i]
 			mo, ms_ := p.watches[0].fromOK.summary(), p.watches[0].fromSend.summary()
 			do, ds := d.watches[0].fromOK.summary(), d.watches[0].fromSend.summary()

@@ -92,6 +92,16 @@ type Options struct {
 	// Tags are extra build tags passed to go build.
 	Tags []string
 
+	// ExtraFiles are more files to write into maddy's cmd/maddy before the
+	// build (name → Go source), e.g. the benchmark's profiling hook.
+	ExtraFiles map[string]string
+
+	// Stock builds stock maddy instead: no module linked in, none of the
+	// changes of patches.go, maddy's own version string. The benchmark
+	// builds its baseline with it, so that both binaries come from one
+	// build function.
+	Stock bool
+
 	// Stdout receives one line per build step; nil discards it.
 	Stdout io.Writer
 
@@ -144,6 +154,15 @@ func Build(ctx context.Context, o Options) error {
 		return fmt.Errorf("custombuild: copy maddy source: %w", err)
 	}
 
+	for name, src := range o.ExtraFiles {
+		if err := os.WriteFile(filepath.Join(tree, "cmd", "maddy", name), []byte(src), 0o644); err != nil {
+			return fmt.Errorf("custombuild: write %s: %w", name, err)
+		}
+	}
+	if o.Stock {
+		return buildTree(ctx, o, tree, o.MaddyVersion, out)
+	}
+
 	if err := writePlugin(filepath.Join(tree, "cmd", "maddy", pluginFile), o.Module); err != nil {
 		return err
 	}
@@ -176,7 +195,11 @@ func Build(ctx context.Context, o Options) error {
 		}
 	}
 
-	version := o.MaddyVersion + VersionSuffix
+	return buildTree(ctx, o, tree, o.MaddyVersion+VersionSuffix, out)
+}
+
+// buildTree runs go build of cmd/maddy in the prepared tree.
+func buildTree(ctx context.Context, o Options, tree, version string, out io.Writer) error {
 	buildArgs := []string{"build", "-mod=mod", "-trimpath", "-buildvcs=false",
 		"-ldflags", "-X " + maddyModule + ".Version=" + version}
 	if len(o.Tags) > 0 {
@@ -206,7 +229,9 @@ func (o Options) withDefaults() (Options, error) {
 	switch {
 	case o.ModuleDir != "" && o.ModuleVersion != "":
 		return o, errors.New("custombuild: ModuleDir and ModuleVersion are exclusive")
-	case o.ModuleDir == "" && o.ModuleVersion == "":
+	case o.Stock && (o.ModuleDir != "" || o.ModuleVersion != ""):
+		return o, errors.New("custombuild: Stock builds no module: ModuleDir and ModuleVersion must be empty")
+	case o.ModuleDir == "" && o.ModuleVersion == "" && !o.Stock:
 		return o, errors.New("custombuild: one of ModuleDir and ModuleVersion is required")
 	}
 	if o.Output == "" {
