@@ -9,7 +9,8 @@
 // docs/reference/storage/notify.md, which a test keeps equal to the
 // declared list); the module root only wires the Settings.
 //
-// config imports mapping and maddy's configuration packages; it must not
+// config depends on mapping and event of this module and on maddy's
+// configuration packages (a test holds it); it must not
 // import hooks, registry, bus or the module root.
 package config
 

@@ -17,7 +17,8 @@
 // store announces new messages to it. With a nil registry (maddy's CLI) the
 // decorators only forward.
 //
-// hooks imports event, mapping and registry; it must not import the module
+// hooks depends on event, mapping, metrics and registry of this module (a
+// test holds it); it must not import the module
 // root.
 package hooks
 

@@ -12,7 +12,8 @@
 //     the connection's stream changes, so that none goes out uncompressed
 //     after COMPRESS's tagged OK.
 //
-// imapext imports mapping and notifycmd; it must not import hooks,
+// imapext depends on mapping, notifycmd and event of this module (a test
+// holds it); it must not import hooks,
 // registry or the module root: the user reached through the connection's
 // context is the storage's, seen through Notifier.
 package imapext

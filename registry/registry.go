@@ -14,7 +14,8 @@
 // session has no goroutine while it has nothing to write. mapping decides
 // what each session is told.
 //
-// registry imports event and mapping; it must not import hooks or the
+// registry depends on event, mapping and metrics of this module (a test
+// holds it); it must not import hooks or the
 // module root. Everything it starts belongs to the Registry and ends in
 // Close.
 package registry
