@@ -140,7 +140,10 @@ func TestIdleKeepalive(t *testing.T) {
 	t.Parallel()
 	t.Run("1s", func(t *testing.T) {
 		t.Parallel()
-		srv := startNotify(t, "idle_keepalive 1s")
+		srv := testkit.Start(t, testkit.Options{
+			Config: notifyConfig("idle_keepalive 1s") + metricsEndpoint,
+			Ports:  []string{"imap", "smtp", "metrics"},
+		})
 		c := idler(t, srv, user, "INBOX")
 		start := time.Now()
 		c.Expect(t, 3*time.Second, "* OK Still here")
@@ -150,6 +153,9 @@ func TestIdleKeepalive(t *testing.T) {
 			t.Errorf("first keepalive after %v, want about 1s", first)
 		}
 		doneQuiet(t, c)
+		if n := scrapeMetrics(t, srv).value(mResponsesPushed, "kind", "keepalive"); n != 2 {
+			t.Errorf("%s{kind=\"keepalive\"} = %v, want 2", mResponsesPushed, n)
+		}
 		// Not in IDLE: nothing, however long.
 		<-time.After(1500 * time.Millisecond)
 		if untagged := mustCmd(t, c, "NOOP"); len(untagged) != 0 {
