@@ -710,10 +710,12 @@ func (s *Session) flush(atPoll bool) {
 				continue
 			}
 			// A plain client told of another session's rename takes the
-			// new name for a new mailbox (no OLDNAME): its view must say
-			// so even before its first STATUS.
+			// new name for a new mailbox (no OLDNAME); every client takes a
+			// created one for empty: its view must say so even before its
+			// first STATUS.
 			listed := p.Plain != mapping.AnyTime && view.Notify == nil && it.ev.Origin != s.id
-			if s.view == nil && listed && it.ev.Kind == event.MailboxRename {
+			if s.view == nil && (it.ev.Kind == event.MailboxRename || it.ev.Kind == event.MailboxCreate) {
+				// What the client takes a new or renamed mailbox to hold.
 				s.view = mapping.NewStatusView(p.StatusItems)
 			}
 			switch {
