@@ -161,6 +161,9 @@ func (c *fakeConn) SendUpdate(upd backend.Update) error {
 		line = fmt.Sprintf("* %d EXPUNGE", u.SeqNum)
 	case *backend.MessageUpdate:
 		line = fmt.Sprintf("* %d FETCH (FLAGS %v)", u.Message.SeqNum, u.Message.Flags)
+		if u.Message.Uid != 0 {
+			line = fmt.Sprintf("* %d FETCH (FLAGS %v UID %d)", u.Message.SeqNum, u.Message.Flags, u.Message.Uid)
+		}
 	}
 	select {
 	case <-c.loggedOut:
@@ -211,6 +214,7 @@ func (c *fakeConn) len() int {
 // world is a store, a registry over it and the decorators' users.
 type world struct {
 	t      *testing.T
+	dir    string // the store's folder
 	be     *imapsql.Backend
 	f      *faults
 	reg    *registry.Registry
@@ -219,7 +223,8 @@ type world struct {
 }
 
 func newWorld(t *testing.T) *world {
-	w := &world{t: t, be: testkit.SQLiteStore(t, acct), f: &faults{}}
+	dir := t.TempDir()
+	w := &world{t: t, dir: dir, be: testkit.SQLiteStoreAt(t, dir, acct), f: &faults{}}
 	logger, logs := testkit.NewLog()
 	w.logs = logs
 	w.reg = registry.New(mapping.DefaultPolicy(), func(a string) (backend.User, error) {
