@@ -455,7 +455,7 @@ func TestCloseEndsEveryGoroutine(t *testing.T) {
 // moduleGoroutines counts the goroutines running code of this module's
 // registry or hooks packages (a goroutine leak check by stack).
 func moduleGoroutines() int {
-	return testkit.Goroutines("maddy-notify/registry.", "maddy-notify/hooks.(*Mailbox).readMessages")
+	return testkit.Goroutines("maddy-notify/registry.", "maddy-notify/hooks.(*Mailbox).readAbove")
 }
 
 // stalledConn is a fakeConn whose client has stopped reading: every

@@ -302,7 +302,8 @@ const maxRereads = 3
 // number writes the FETCH lines of the messages of tail it can number from
 // msgs (read by UID, numbered by the store), first to last, and moves them
 // to head. It stops at the first message it cannot number yet, or, with
-// giveUp, skips it. sel.mu is held.
+// giveUp, skips it and reports complete=false (the caller logs it). s.mu
+// is held.
 func (s *selected) number(msgs []*imap.Message, items mapping.FetchItems, write func([][]byte) error, giveUp bool) (complete bool, err error) {
 	// The store's UID for each number: several messages get the same
 	// number when the handle's map lacks some of them (go-imap-mess then
@@ -317,6 +318,7 @@ func (s *selected) number(msgs []*imap.Message, items mapping.FetchItems, write 
 	var lines [][]byte
 	head, floor, tail := s.head, s.floor, s.tail
 	ceils := ceilings(tail)
+	skipped := false
 	for len(tail) > 0 {
 		n, told, ceiling := head+1, tail[0], ceils[0]
 		msg := byNum[n]
@@ -328,13 +330,13 @@ func (s *selected) number(msgs []*imap.Message, items mapping.FetchItems, write 
 			lines = append(lines, mapping.FetchLine(n, mapping.FetchDataOf(msg), items))
 			floor = msg.Uid
 		case giveUp:
-			floor = max(floor, told)
+			floor, skipped = max(floor, told), true
 		default:
 			return s.commit(lines, head, floor, tail, write, false)
 		}
 		head, tail, ceils = head+1, tail[1:], ceils[1:]
 	}
-	return s.commit(lines, head, floor, tail, write, true)
+	return s.commit(lines, head, floor, tail, write, !skipped)
 }
 
 // commit writes lines and, when that succeeds, makes head, floor and tail
