@@ -129,6 +129,14 @@ func (m *numberingModel) apply(line string, seed bool) {
 			m.contradict(origin, "%q: no message %d (EXISTS %d)", line, n, count)
 			return
 		}
+		if origin == "store" && m.gone[u] {
+			// The store's flag update of a message it had expunged,
+			// numbered as the next message (storeStaleFlagUpdate): wrong,
+			// and not part of the numbering.
+			m.staleStore++
+			m.contradict(origin, "%q: UID %d was expunged", line, u)
+			return
+		}
 		lo, hi := uint32(0), uint32(0)
 		for _, k := range m.uids[:n-1] {
 			lo = max(lo, k)
@@ -145,15 +153,20 @@ func (m *numberingModel) apply(line string, seed bool) {
 			m.contradict(origin, "%q: a message before %d has UID %d", line, n, lo)
 		case hi != 0 && u >= hi:
 			m.contradict(origin, "%q: a message after %d has UID %d", line, n, hi)
-		default:
-			m.uids[n-1] = u
-			return
 		}
-		if origin == "store" && m.gone[u] {
-			m.staleStore++
-		}
-		m.uids[n-1] = u // the session's numbering is now what it was told last
+		m.told(n, u)
 	}
+}
+
+// told makes message n UID u, as the session was told last: another
+// message that had that UID has none now.
+func (m *numberingModel) told(n int, u uint32) {
+	for i, k := range m.uids {
+		if k == u {
+			m.uids[i] = 0
+		}
+	}
+	m.uids[n-1] = u
 }
 
 // soakDuration is soakShort or $NOTIFY_SOAK.
@@ -326,10 +339,16 @@ func (w *numberingWriter) sel() error {
 	return err
 }
 
-// seqSet is one to three messages of the selected mailbox.
+// seqSet is one to three messages of the selected mailbox; every other
+// time the last ones (`n:*`): the store's FETCH FLAGS of messages that are
+// new to the listeners tell them UIDs before the module's FETCH does.
 func (w *numberingWriter) seqSet() imap.SeqSet {
-	from := uint32(1 + w.rnd.IntN(int(max(w.count, 1))))
 	var set imap.SeqSet
+	if w.rnd.IntN(2) == 0 {
+		set.AddRange(max(w.count, 3)-2, 0)
+		return set
+	}
+	from := uint32(1 + w.rnd.IntN(int(max(w.count, 1))))
 	set.AddRange(from, from+uint32(w.rnd.IntN(3)))
 	return set
 }

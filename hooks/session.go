@@ -85,13 +85,21 @@ func (s *selected) expunge(seq uint32) {
 	}
 }
 
-// told records a FETCH line that gave message seq the UID uid.
+// told records a FETCH line that gave message seq the UID uid: the
+// session takes what it was told last, so another message that had that
+// UID has none now.
 func (s *selected) told(seq, uid uint32) {
-	switch {
-	case seq == 0 || uid == 0:
-	case seq <= s.head:
+	if seq == 0 || uid == 0 || seq > s.exists() {
+		return
+	}
+	for i, u := range s.tail {
+		if u == uid {
+			s.tail[i] = 0
+		}
+	}
+	if seq <= s.head {
 		s.floor = max(s.floor, uid)
-	case seq-s.head <= uint32(len(s.tail)):
+	} else {
 		s.tail[seq-s.head-1] = uid
 	}
 }
