@@ -4,6 +4,8 @@ package hooks
 
 import (
 	"bytes"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,4 +81,80 @@ func TestNewMessagesNumberedAsTheSessionWasTold(t *testing.T) {
 		`* 1 FETCH (UID 1 FLAGS (\Recent) BODYSTRUCTURE ("text" "plain" () NIL NIL NIL 6 1 NIL NIL NIL NIL))`,
 		`* 2 FETCH (UID 3 FLAGS (\Flagged \Recent) BODYSTRUCTURE ("text" "plain" () NIL NIL NIL 6 1 NIL NIL NIL NIL))`,
 	)
+}
+
+// number writes a line for a new message only where the store's number for
+// it agrees with the session's numbering, in order, and skips the others
+// only at giveUp.
+func TestNumberFollowsTheSessionsNumbering(t *testing.T) {
+	msg := func(seq, uid uint32) *imap.Message {
+		m := imap.NewMessage(seq, []imap.FetchItem{imap.FetchUid})
+		m.Uid = uid
+		return m
+	}
+	for _, tc := range []struct {
+		name         string
+		tail         []uint32 // messages 3.. (head 2, floor 10)
+		msgs         []*imap.Message
+		giveUp       bool
+		want         string
+		complete     bool
+		head, floor  uint32
+		tailAfterLen int
+	}{
+		{"in order", []uint32{0, 0, 15}, []*imap.Message{msg(3, 11), msg(4, 12), msg(5, 15)}, false,
+			"* 3 FETCH (UID 11)|* 4 FETCH (UID 12)|* 5 FETCH (UID 15)", true, 5, 15, 0},
+		{"a message the session was not told of between two", []uint32{0, 0}, []*imap.Message{msg(3, 11), msg(4, 12), msg(4, 13)}, false,
+			"* 3 FETCH (UID 11)|* 4 FETCH (UID 13)", true, 4, 13, 0},
+		{"the store told another UID", []uint32{13, 0}, []*imap.Message{msg(3, 12), msg(4, 14)}, false,
+			"", false, 2, 10, 2},
+		{"the store told another UID, giving up", []uint32{13, 0}, []*imap.Message{msg(3, 12), msg(4, 14)}, true,
+			"* 4 FETCH (UID 14)", false, 4, 14, 0},
+		{"above a later message's UID", []uint32{0, 12}, []*imap.Message{msg(3, 14), msg(4, 12)}, false,
+			"", false, 2, 10, 2},
+		{"not above the floor", []uint32{0}, []*imap.Message{msg(3, 9)}, false,
+			"", false, 2, 10, 1},
+		{"not readable yet", []uint32{0, 0}, []*imap.Message{msg(4, 12)}, false,
+			"", false, 2, 10, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &selected{head: 2, floor: 10, tail: tc.tail}
+			var got []string
+			complete, err := s.number(tc.msgs, nil, func(lines [][]byte) error {
+				for _, l := range lines {
+					got = append(got, strings.TrimSuffix(string(l), "\r\n"))
+				}
+				return nil
+			}, tc.giveUp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(got, "|") != tc.want || complete != tc.complete || s.head != tc.head || s.floor != tc.floor || len(s.tail) != tc.tailAfterLen {
+				t.Errorf("got %q complete=%v head=%d floor=%d tail=%v, want %q complete=%v head=%d floor=%d and %d in tail",
+					got, complete, s.head, s.floor, s.tail, tc.want, tc.complete, tc.head, tc.floor, tc.tailAfterLen)
+			}
+		})
+	}
+}
+
+// The session's view follows the store's updates: EXISTS adds messages
+// without UIDs, EXPUNGE removes the one numbered, a FETCH with a UID gives
+// it to that number and takes it from any other.
+func TestSelectedFollowsTheStoresUpdates(t *testing.T) {
+	s := &selected{}
+	s.selectedAt(&imap.MailboxStatus{Messages: 2, UidNext: 8})
+	if !s.exist(5) || s.exist(5) {
+		t.Fatal("EXISTS 5 after 2 announces messages once")
+	}
+	s.told(4, 9)
+	s.told(5, 9) // told last: 9 is message 5
+	s.told(1, 20)
+	s.expunge(3)
+	if s.head != 2 || s.floor != 20 || !slices.Equal(s.tail, []uint32{0, 9}) || s.exists() != 4 {
+		t.Fatalf("head=%d floor=%d tail=%v, want head 2, floor 20, tail [0 9]", s.head, s.floor, s.tail)
+	}
+	s.expunge(1)
+	if s.head != 1 || s.exists() != 3 {
+		t.Fatalf("after EXPUNGE 1: head=%d exists=%d", s.head, s.exists())
+	}
 }
