@@ -514,12 +514,20 @@ func TestStallGuard(t *testing.T) {
 
 	// The first APPEND makes the store write EXISTS to the idling session
 	// (from its IDLE goroutine), which blocks; the second needs the lock
-	// that write holds.
+	// that write holds. An APPEND before go-imap-mess's Idle began to wait
+	// for notifications is only written at the next one (the session is
+	// registered before it idles): append until the write begins.
 	actor := w.login()
-	appendTo(t, actor, "INBOX")
-	select {
-	case <-c.writing:
-	case <-time.After(waitTimeout):
+	wrote := false
+	for i := 0; i < 20 && !wrote; i++ {
+		appendTo(t, actor, "INBOX")
+		select {
+		case <-c.writing:
+			wrote = true
+		case <-time.After(waitTimeout / 20):
+		}
+	}
+	if !wrote {
 		t.Fatal("the store never wrote the new message's EXISTS to the idling session")
 	}
 	blocked := time.Now()
