@@ -6,8 +6,10 @@
 #   make vet        go vet ./...
 #   make fmt-check  fail listing the files gofmt would change
 #   make check      fmt-check, vet and test
-#   make soak       build, then the long consistency soak with -race
-#                   (SOAK=5m by default; docs/guarantees.md)
+#   make soak       build, then the long soaks with -race: consistency
+#                   (TestSoak) and numbering under unserialised writers
+#                   (TestSoakNumbering), SOAK=5m each by default, in
+#                   parallel (docs/guarantees.md)
 #   make clean      remove build/ and demo/
 
 GO     ?= go
@@ -28,8 +30,10 @@ demo:
 test: build
 	MADDY_NOTIFY_BINARY=$(abspath $(BINARY)) $(GO) test -race -count=1 -timeout 40m ./...
 
-# The soak needs PostgreSQL as `make test` does (testkit.Postgres); set
-# SOAK_SEED to replay the random choices of an earlier run. SOAK_TIMEOUT
+# The soaks need PostgreSQL as `make test` does (testkit.Postgres); set
+# SOAK_SEED to replay the random choices of an earlier run. `-run
+# '^TestSoak'` takes every TestSoak* test: the focused ones have fixed
+# durations, TestSoak and TestSoakNumbering run for SOAK. SOAK_TIMEOUT
 # bounds the whole run (go test -timeout) in case something hangs.
 SOAK         ?= 5m
 SOAK_TIMEOUT ?= 60m

@@ -567,14 +567,7 @@ var soakFlags = []imap.Flag{imap.FlagSeen, imap.FlagFlagged, imap.FlagAnswered, 
 // replayed).
 func TestSoak(t *testing.T) {
 	t.Parallel()
-	duration := soakShort
-	if s := os.Getenv(soakEnv); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			t.Fatalf("$%s: %v", soakEnv, err)
-		}
-		duration = d
-	}
+	duration := soakDuration(t)
 	seed := time.Now().UnixNano()
 	if s := os.Getenv(soakSeedEnv); s != "" {
 		var err error

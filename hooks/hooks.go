@@ -129,7 +129,7 @@ func (u *User) GetMailbox(name string, readOnly bool, conn backend.Conn) (*imap.
 		return u.inner.GetMailbox(name, readOnly, conn)
 	}
 	session := u.sessionFor(conn)
-	sel := &selected{}
+	sel := &selected{blind: true}
 	var innerConn backend.Conn = conn
 	if session != nil {
 		innerConn = &updateConn{Conn: conn, session: session, sel: sel, guard: u.guard}
@@ -138,11 +138,9 @@ func (u *User) GetMailbox(name string, readOnly bool, conn backend.Conn) (*imap.
 	if err != nil {
 		return status, mbox, err
 	}
-	if status != nil {
-		sel.mu.Lock()
-		sel.exists, sel.fetched = status.Messages, status.Messages
-		sel.mu.Unlock()
-	}
+	sel.mu.Lock()
+	sel.selectedAt(status)
+	sel.mu.Unlock()
 	m := &Mailbox{inner: mbox, user: u, session: session, sel: sel}
 	if session != nil {
 		session.Select(mbox.Name(), m)

@@ -161,6 +161,9 @@ func (c *fakeConn) SendUpdate(upd backend.Update) error {
 		line = fmt.Sprintf("* %d EXPUNGE", u.SeqNum)
 	case *backend.MessageUpdate:
 		line = fmt.Sprintf("* %d FETCH (FLAGS %v)", u.Message.SeqNum, u.Message.Flags)
+		if u.Message.Uid != 0 {
+			line = fmt.Sprintf("* %d FETCH (FLAGS %v UID %d)", u.Message.SeqNum, u.Message.Flags, u.Message.Uid)
+		}
 	}
 	select {
 	case <-c.loggedOut:
@@ -211,6 +214,7 @@ func (c *fakeConn) len() int {
 // world is a store, a registry over it and the decorators' users.
 type world struct {
 	t      *testing.T
+	dir    string // the store's folder
 	be     *imapsql.Backend
 	f      *faults
 	reg    *registry.Registry
@@ -219,7 +223,8 @@ type world struct {
 }
 
 func newWorld(t *testing.T) *world {
-	w := &world{t: t, be: testkit.SQLiteStore(t, acct), f: &faults{}}
+	dir := t.TempDir()
+	w := &world{t: t, dir: dir, be: testkit.SQLiteStoreAt(t, dir, acct), f: &faults{}}
 	logger, logs := testkit.NewLog()
 	w.logs = logs
 	w.reg = registry.New(mapping.AnyTimePolicy(), func(a string) (backend.User, error) {
@@ -450,7 +455,7 @@ func TestCloseEndsEveryGoroutine(t *testing.T) {
 // moduleGoroutines counts the goroutines running code of this module's
 // registry or hooks packages (a goroutine leak check by stack).
 func moduleGoroutines() int {
-	return testkit.Goroutines("maddy-notify/registry.", "maddy-notify/hooks.(*Mailbox).readMessages")
+	return testkit.Goroutines("maddy-notify/registry.", "maddy-notify/hooks.(*Mailbox).readAbove")
 }
 
 // stalledConn is a fakeConn whose client has stopped reading: every
@@ -509,12 +514,20 @@ func TestStallGuard(t *testing.T) {
 
 	// The first APPEND makes the store write EXISTS to the idling session
 	// (from its IDLE goroutine), which blocks; the second needs the lock
-	// that write holds.
+	// that write holds. An APPEND before go-imap-mess's Idle began to wait
+	// for notifications is only written at the next one (the session is
+	// registered before it idles): append until the write begins.
 	actor := w.login()
-	appendTo(t, actor, "INBOX")
-	select {
-	case <-c.writing:
-	case <-time.After(waitTimeout):
+	wrote := false
+	for i := 0; i < 20 && !wrote; i++ {
+		appendTo(t, actor, "INBOX")
+		select {
+		case <-c.writing:
+			wrote = true
+		case <-time.After(waitTimeout / 20):
+		}
+	}
+	if !wrote {
 		t.Fatal("the store never wrote the new message's EXISTS to the idling session")
 	}
 	blocked := time.Now()

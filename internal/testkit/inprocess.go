@@ -22,7 +22,14 @@ import (
 // ends.
 func SQLiteStore(t testing.TB, accounts ...string) *imapsql.Backend {
 	t.Helper()
-	dir := t.TempDir()
+	return SQLiteStoreAt(t, t.TempDir(), accounts...)
+}
+
+// SQLiteStoreAt is SQLiteStore in the folder dir, which may hold the store
+// of an earlier call: a second store there is like a second maddy instance
+// on the same database, whose sessions are not told of the other's changes.
+func SQLiteStoreAt(t testing.TB, dir string, accounts ...string) *imapsql.Backend {
+	t.Helper()
 	msgs := filepath.Join(dir, "messages")
 	if err := os.MkdirAll(msgs, 0o700); err != nil {
 		t.Fatal(err)
