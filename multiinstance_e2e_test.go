@@ -540,27 +540,7 @@ func TestMultiReconnect(t *testing.T) {
 	_, err = a.Select("INBOX", nil).Wait()
 	mustOK(t, "SELECT INBOX", err)
 
-	// cut terminates B's broker LISTEN connection; it must find exactly
-	// one (B's broker LISTENs once lib/pq has connected).
-	cut := func() {
-		t.Helper()
-		deadline := time.Now().Add(miWait)
-		for {
-			res := exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-				WHERE datname = $1 AND application_name = $2 AND query LIKE 'LISTEN%'`,
-				testkit.PostgresDBName(dsn), miBrokerBApp)
-			// pg_terminate_backend is a SELECT: RowsAffected counts its rows.
-			if n, err := res.RowsAffected(); err == nil && n == 1 {
-				return
-			} else if err == nil && n > 1 {
-				t.Fatalf("%d LISTEN connections of B's broker", n)
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no LISTEN connection of B's broker (application_name %s) within %v", miBrokerBApp, miWait)
-			}
-			<-time.After(20 * time.Millisecond) // polling interval
-		}
-	}
+	cut := func() { t.Helper(); miCutBroker(t, db, dsn) }
 
 	// check reads B's lines until quiet and holds them to the rules;
 	// expunged are the EXPUNGE lines the store must send, created the
@@ -661,6 +641,71 @@ func TestMultiReconnect(t *testing.T) {
 	b.Expect(t, miWait, status(`"Archive"`, 3, 4, 3))
 	b.ExpectNothing(t, time.Second)
 	doneQuiet(t, b)
+}
+
+// miCutBroker terminates B's broker LISTEN connection (application_name
+// miBrokerBApp) in the database of dsn; it must find exactly one (B's
+// broker LISTENs once lib/pq has connected).
+func miCutBroker(t *testing.T, db *sql.DB, dsn string) {
+	t.Helper()
+	deadline := time.Now().Add(miWait)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), miWait)
+		res, err := db.ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE datname = $1 AND application_name = $2 AND query LIKE 'LISTEN%'`,
+			testkit.PostgresDBName(dsn), miBrokerBApp)
+		cancel()
+		if err != nil {
+			t.Fatalf("pg_terminate_backend: %v", err)
+		}
+		// pg_terminate_backend is a SELECT: RowsAffected counts its rows.
+		if n, err := res.RowsAffected(); err == nil && n == 1 {
+			return
+		} else if err == nil && n > 1 {
+			t.Fatalf("%d LISTEN connections of B's broker", n)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no LISTEN connection of B's broker (application_name %s) within %v", miBrokerBApp, miWait)
+		}
+		<-time.After(20 * time.Millisecond) // polling interval
+	}
+}
+
+// TestMultiReconnectNotify: a NOTIFY client on B, in authenticated state,
+// is told NOTIFICATIONOVERFLOW when B's broker reconnects (events may have
+// been lost, RFC 5465 section 5.8), then nothing until it sends NOTIFY SET
+// again, after which it is told as before.
+func TestMultiReconnectNotify(t *testing.T) {
+	t.Parallel()
+	dsn := testkit.Postgres(t)
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	brokerB := fmt.Sprintf("postgres %s application_name=%s", dsn, miBrokerBApp)
+	cl := miStartClusterWith(t, dsn, miConfig("postgres", dsn, "postgres"), miConfig("postgres", dsn, brokerB))
+
+	a := testkit.DialClient(t, cl.A.Addr("imap"), user, pass)
+	mustOK(t, "CREATE Archive", a.Create("Archive", nil).Wait())
+	b := miLogin(t, cl.B)
+	const set = "SET (personal (MessageNew MessageExpunge MailboxName))"
+	notifyCmd(t, b, set, "OK")
+	appendMsg(t, a, "Archive", "before")
+	b.Expect(t, miWait, status(`"Archive"`, 1, 2, 1))
+
+	reconnects := strings.Count(cl.B.Log(), "broker reconnected")
+	miCutBroker(t, db, dsn)
+	miWaitLogCount(t, cl.B, "broker reconnected", reconnects+1)
+	b.Expect(t, miWait, "* OK [NOTIFICATIONOVERFLOW] notifications were lost; send NOTIFY SET again")
+	appendMsg(t, a, "Archive", "while told nothing")
+	mustOK(t, "CREATE Quiet", a.Create("Quiet", nil).Wait())
+	b.ExpectNothing(t, time.Second)
+
+	notifyCmd(t, b, set, "OK")
+	appendMsg(t, a, "Archive", "after NOTIFY SET")
+	b.Expect(t, miWait, status(`"Archive"`, 3, 4, 3))
+	b.ExpectNothing(t, quietWait)
 }
 
 // TestMultiBrokerUnreachable: with PostgreSQL unreachable for the broker,

@@ -78,8 +78,8 @@ func TestNewMessagesNumberedAsTheSessionWasTold(t *testing.T) {
 		"* 2 EXISTS",
 		"* 2 RECENT",
 		`* 2 FETCH (FLAGS [\Flagged \Recent] UID 3)`,
-		`* 1 FETCH (UID 1 FLAGS (\Recent) BODYSTRUCTURE ("text" "plain" () NIL NIL NIL 6 1 NIL NIL NIL NIL))`,
-		`* 2 FETCH (UID 3 FLAGS (\Flagged \Recent) BODYSTRUCTURE ("text" "plain" () NIL NIL NIL 6 1 NIL NIL NIL NIL))`,
+		`* 1 FETCH (UID 1 FLAGS (\Recent) BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7BIT" 6 1 NIL NIL NIL NIL))`,
+		`* 2 FETCH (UID 3 FLAGS (\Flagged \Recent) BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7BIT" 6 1 NIL NIL NIL NIL))`,
 	)
 }
 
