@@ -687,8 +687,8 @@ func TestMultiReconnectNotify(t *testing.T) {
 	cl := miStartClusterWith(t, dsn, miConfig("postgres", dsn, "postgres"), miConfig("postgres", dsn, brokerB))
 
 	a := testkit.DialClient(t, cl.A.Addr("imap"), user, pass)
-	mustOK(t, "CREATE Archive", a.Create("Archive", nil).Wait())
 	b := miLogin(t, cl.B)
+	mustCmd(t, b, "CREATE Archive") // its own: no LIST line for it
 	const set = "SET (personal (MessageNew MessageExpunge MailboxName))"
 	notifyCmd(t, b, set, "OK")
 	appendMsg(t, a, "Archive", "before")

@@ -1002,16 +1002,30 @@ func (a *account) logout(r *Registry) {
 // sessions what was created or deleted since the list was last known, as
 // LIST lines from no session (origin 0).
 func (a *account) syncNames(r *Registry, tell bool) {
-	infos, err := a.user.ListMailboxes(false)
-	if err != nil {
-		r.log.Error("cannot list mailboxes", err, "account", a.name)
-		return
+	var now map[string]imap.MailboxInfo
+	for attempt := 0; ; attempt++ {
+		r.mu.Lock()
+		gen := a.namesGen
+		r.mu.Unlock()
+		infos, err := a.user.ListMailboxes(false)
+		if err != nil {
+			r.log.Error("cannot list mailboxes", err, "account", a.name)
+			return
+		}
+		now = make(map[string]imap.MailboxInfo, len(infos))
+		for _, info := range infos {
+			now[mapping.MailboxKey(info.Name)] = info
+		}
+		r.mu.Lock()
+		// A mailbox event applied while the store was read may be newer
+		// than the list read: comparing them would tell the client its
+		// new mailbox is gone. Read again (a few times; a burst of
+		// changes ends).
+		if a.namesGen == gen || attempt == 3 {
+			break
+		}
+		r.mu.Unlock()
 	}
-	now := make(map[string]imap.MailboxInfo, len(infos))
-	for _, info := range infos {
-		now[mapping.MailboxKey(info.Name)] = info
-	}
-	r.mu.Lock()
 	before := a.names
 	a.names, a.namesShared = now, false
 	a.namesGen++
