@@ -2,9 +2,15 @@
 
 package notify
 
+// This file holds every reach of the module past maddy's and go-imap-sql's
+// public API: each is one small function that reads or calls by
+// reflection, refuses a shape it does not know, and has a test that fails
+// loudly when maddy changes it (module_test.go, delivery_test.go).
+
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 )
 
@@ -27,7 +33,6 @@ var errorType = reflect.TypeOf((*error)(nil)).Elem()
 // enableUpdatePipe calls inner.EnableUpdatePipe(mode) and reports whether
 // inner has that method.
 //
-// This is the one place where the module reaches past maddy's public API.
 // maddy's IMAP endpoint and CLI switch on a storage's update pipe (which
 // carries EXISTS/EXPUNGE/FLAGS between processes and instances) only on the
 // storage they are given, through updatepipe.Backend, whose parameter type
@@ -79,4 +84,71 @@ func innerSQL(inner interface{}) (driver, dsn string, ok bool) {
 		parts[i] = ds.Index(i).String()
 	}
 	return d.String(), strings.Join(parts, " "), true
+}
+
+// deliveryTarget is one message a delivery adds: the account and the
+// mailbox it is filed into.
+type deliveryTarget struct {
+	account, mailbox string
+}
+
+// Where the inner store keeps a delivery's target mailboxes.
+const (
+	imapsqlModPkg  = "github.com/foxcpp/maddy/internal/storage/imapsql"
+	goImapSQLPkg   = "github.com/foxcpp/go-imap-sql"
+	goImapSQLDeliv = "Delivery"
+	goImapSQLMbox  = "Mailbox"
+)
+
+// deliveryTargets reads, from a delivery of storage.imapsql whose body has
+// been stored (after Body or BodyNonAtomic, before Commit, which forgets
+// them), the account and mailbox of every message it will commit: where
+// delivery_map, imap_filter or quarantine (the Junk mailbox) filed it.
+//
+// maddy tells a storage wrapper none of this: its delivery type is
+// internal and keeps go-imap-sql's Delivery in an unexported field, and
+// go-imap-sql keeps the resolved mailboxes (name and user) unexported too.
+// Reflection may read them: the path is maddy's *imapsql.delivery, field
+// d (go-imap-sql's Delivery), field mboxes ([]Mailbox), each with name and
+// user.username. Anything else (another store, a changed shape) gives
+// ok=false, and the caller reconciles the recipients' accounts instead;
+// TestDeliveryTargetsShape fails loudly if maddy or go-imap-sql change it.
+func deliveryTargets(d interface{}) (targets []deliveryTarget, ok bool) {
+	v := reflect.ValueOf(d)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return nil, false
+	}
+	v = v.Elem()
+	if v.Type().PkgPath() != imapsqlModPkg || v.Type().Name() != "delivery" {
+		return nil, false
+	}
+	inner := v.FieldByName("d")
+	if inner.Kind() != reflect.Struct || inner.Type().PkgPath() != goImapSQLPkg || inner.Type().Name() != goImapSQLDeliv {
+		return nil, false
+	}
+	mboxes := inner.FieldByName("mboxes")
+	if mboxes.Kind() != reflect.Slice || mboxes.Type().Elem().Kind() != reflect.Struct ||
+		mboxes.Type().Elem().PkgPath() != goImapSQLPkg || mboxes.Type().Elem().Name() != goImapSQLMbox {
+		return nil, false
+	}
+	for i := 0; i < mboxes.Len(); i++ {
+		m := mboxes.Index(i)
+		name := m.FieldByName("name")
+		user := m.FieldByName("user")
+		if name.Kind() != reflect.String || user.Kind() != reflect.Struct {
+			return nil, false
+		}
+		username := user.FieldByName("username")
+		if username.Kind() != reflect.String {
+			return nil, false
+		}
+		t := deliveryTarget{account: username.String(), mailbox: name.String()}
+		if t.account == "" || t.mailbox == "" {
+			return nil, false
+		}
+		if !slices.Contains(targets, t) {
+			targets = append(targets, t)
+		}
+	}
+	return targets, true
 }
