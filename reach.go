@@ -8,10 +8,17 @@ package notify
 // loudly when maddy changes it (module_test.go, delivery_test.go).
 
 import (
+	"database/sql"
 	"fmt"
 	"reflect"
 	"slices"
 	"strings"
+
+	"github.com/emersion/go-imap"
+	"github.com/emersion/go-imap/backend"
+	imapsql "github.com/foxcpp/go-imap-sql"
+
+	"github.com/maddy-notify/maddy-notify/registry"
 )
 
 // pipeMode mirrors maddy's internal updatepipe.BackendMode values.
@@ -151,4 +158,109 @@ func deliveryTargets(d interface{}) (targets []deliveryTarget, ok bool) {
 		}
 	}
 	return targets, true
+}
+
+// batchSchemaVersion is the go-imap-sql database schema innerBatchStatus's
+// query is written for (imapsql.SchemaVersion); TestBatchStatusSchema fails
+// loudly when go-imap-sql moves on.
+const batchSchemaVersion = 6
+
+// innerBatchStatus returns a registry.BatchStatus that reads the STATUS of
+// every mailbox of an account of storage.imapsql with one SQL query, or
+// nil when inner is not storage.imapsql on SQLite or PostgreSQL with the
+// schema the query knows.
+//
+// go-imap-sql offers STATUS one mailbox at a time (a transaction and a
+// query per item), which costs seconds for an account with 10,000 folders.
+// Its Backend and Backend.DB are public, but the tables are its own: the
+// query below repeats what User.Status reads (mboxes.msgsCount, uidnext
+// and uidvalidity; the msgs rows with seen = 0 or recent = 1) for all the
+// account's mailboxes at once. maddy keeps the Backend in the exported
+// field Back of its internal type, read by reflection.
+// TestBatchStatusMatches holds it equal to User.Status on both databases.
+func innerBatchStatus(inner interface{}) registry.BatchStatus {
+	driver, _, ok := innerSQL(inner)
+	if !ok || (driver != "sqlite3" && driver != "postgres") || imapsql.SchemaVersion != batchSchemaVersion {
+		return nil
+	}
+	f := reflect.ValueOf(inner).Elem().FieldByName("Back")
+	if !f.IsValid() || !f.CanInterface() {
+		return nil
+	}
+	back, ok := f.Interface().(*imapsql.Backend)
+	if !ok || back == nil || back.DB == nil {
+		return nil
+	}
+	var version int
+	if err := back.DB.QueryRow(`SELECT version FROM schema_version`).Scan(&version); err != nil || version != batchSchemaVersion {
+		return nil
+	}
+	param := "?"
+	if driver == "postgres" {
+		param = "$1"
+	}
+	return func(user backend.User, items []imap.StatusItem) (map[string]*imap.MailboxStatus, error) {
+		return batchStatus(back.DB, param, user.Username(), items)
+	}
+}
+
+// batchStatus runs the query of innerBatchStatus for the account username;
+// param is the driver's placeholder.
+func batchStatus(db *sql.DB, param, username string, items []imap.StatusItem) (map[string]*imap.MailboxStatus, error) {
+	var unseen, recent bool
+	for _, it := range items {
+		switch it {
+		case imap.StatusMessages, imap.StatusUidNext, imap.StatusUidValidity:
+		case imap.StatusUnseen:
+			unseen = true
+		case imap.StatusRecent:
+			recent = true
+		default:
+			return nil, fmt.Errorf("notify: batch STATUS cannot read %s", it)
+		}
+	}
+	cols := "mboxes.name, mboxes.msgsCount, mboxes.uidnext, mboxes.uidvalidity"
+	if unseen {
+		cols += ", (SELECT count(*) FROM msgs WHERE msgs.mboxId = mboxes.id AND msgs.seen = 0)"
+	} else {
+		cols += ", 0"
+	}
+	if recent {
+		cols += ", (SELECT count(*) FROM msgs WHERE msgs.mboxId = mboxes.id AND msgs.recent = 1)"
+	} else {
+		cols += ", 0"
+	}
+	rows, err := db.Query(`SELECT `+cols+` FROM mboxes JOIN users ON users.id = mboxes.uid WHERE users.username = `+param, username)
+	if err != nil {
+		return nil, fmt.Errorf("notify: batch STATUS: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]*imap.MailboxStatus{}
+	for rows.Next() {
+		var name string
+		var messages, uidNext, uidValidity, unseenN, recentN int64
+		if err := rows.Scan(&name, &messages, &uidNext, &uidValidity, &unseenN, &recentN); err != nil {
+			return nil, fmt.Errorf("notify: batch STATUS: %w", err)
+		}
+		st := imap.NewMailboxStatus(name, items)
+		for _, it := range items {
+			switch it {
+			case imap.StatusMessages:
+				st.Messages = uint32(messages)
+			case imap.StatusUidNext:
+				st.UidNext = uint32(uidNext)
+			case imap.StatusUidValidity:
+				st.UidValidity = uint32(uidValidity)
+			case imap.StatusUnseen:
+				st.Unseen = uint32(unseenN)
+			case imap.StatusRecent:
+				st.Recent = uint32(recentN)
+			}
+		}
+		out[name] = st
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("notify: batch STATUS: %w", err)
+	}
+	return out, nil
 }
