@@ -4,8 +4,9 @@ package notify
 
 // This file holds every reach of the module past maddy's and go-imap-sql's
 // public API: each is one small function that reads or calls by
-// reflection, refuses a shape it does not know, and has a test that fails
-// loudly when maddy changes it (module_test.go, delivery_test.go).
+// reflection, or reads go-imap-sql's tables, refuses a shape it does not
+// know, and has a test that fails loudly when maddy or go-imap-sql change
+// it (module_test.go, delivery_test.go, batch_test.go).
 
 import (
 	"database/sql"
