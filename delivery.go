@@ -4,6 +4,7 @@ package notify
 
 import (
 	"context"
+	"time"
 
 	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-smtp"
@@ -12,12 +13,17 @@ import (
 	"github.com/foxcpp/maddy/framework/module"
 
 	"github.com/maddy-notify/maddy-notify/bus"
+	"github.com/maddy-notify/maddy-notify/event"
 )
 
-// delivery wraps a delivery into the inner store. Once it commits, the
-// accounts of its recipients reconcile their STATUS: the inner store (its
-// delivery_map, imap_filter, quarantine) decides which mailbox the message
-// lands in, and only a fresh STATUS tells.
+// delivery wraps a delivery into the inner store. Once it commits, each
+// mailbox it filed the message into is published as MessageNew, so that
+// the sessions of its account get that mailbox's STATUS (one query, however
+// many folders the account has). The inner store (its delivery_map,
+// imap_filter, quarantine) decides the mailboxes; deliveryTargets reads them
+// from storage.imapsql's delivery before it commits. When they cannot be
+// read (another store), the accounts of the recipients reconcile their
+// STATUS instead: a fresh STATUS of every mailbox in scope.
 type delivery struct {
 	module.Delivery
 	bus   bus.Bus
@@ -53,8 +59,18 @@ func (d *delivery) AddRcpt(ctx context.Context, rcptTo string, opts smtp.RcptOpt
 }
 
 func (d *delivery) Commit(ctx context.Context) error {
+	// Read before the inner Commit, which forgets them.
+	targets, known := deliveryTargets(d.Delivery)
 	if err := d.Delivery.Commit(ctx); err != nil {
 		return err
+	}
+	if known && len(targets) > 0 {
+		// Stamped after the commit returned (registry.Publish).
+		now := time.Now()
+		for _, t := range targets {
+			d.bus.Publish(event.Event{Kind: event.MessageNew, Account: t.account, Mailbox: t.mailbox, Time: now})
+		}
+		return nil
 	}
 	for _, rcpt := range d.rcpts {
 		d.bus.Reconcile(accountFor(rcpt))
@@ -68,9 +84,10 @@ func (p *partialDelivery) BodyNonAtomic(ctx context.Context, c module.StatusColl
 
 // accountFor maps a recipient address to the storage account name the way
 // storage.imapsql does by default (delivery_normalize
-// precis_casefold_email). With a delivery_map in the inner store the
-// account can differ; then only the selected mailbox of its sessions (the
-// store's own EXISTS) shows the delivery.
+// precis_casefold_email), for the reconciliation when deliveryTargets
+// cannot tell. With a delivery_map in the inner store the account can
+// differ; then only the selected mailbox of its sessions (the store's own
+// EXISTS) shows the delivery.
 func accountFor(rcpt string) string {
 	if acct, err := address.PRECISFold(rcpt); err == nil {
 		return acct

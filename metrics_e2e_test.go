@@ -70,7 +70,8 @@ var metricsLabels = map[string][]string{
 	"module": {notify},
 	"kind": {
 		// events_published_total, events_received_total: RFC 5423
-		// kinds and Reconcile (an SMTP delivery).
+		// kinds and Reconcile (an SMTP delivery into a store that does
+		// not tell the mailbox).
 		"MessageNew", "MessageAppend", "MessageExpunge", "FlagChange",
 		"MailboxCreate", "MailboxDelete", "MailboxRename", "SubscriptionChange", "Reconcile",
 		// responses_pushed_total, push_latency_seconds.
@@ -340,12 +341,12 @@ func TestMetricsEndToEnd(t *testing.T) {
 	}
 
 	// SMTP delivery to INBOX: the store's EXISTS and the module's FETCH;
-	// the reconciliation queries every mailbox in scope (3). Only INBOX
-	// changed, and B has it selected: no STATUS line.
+	// the delivery's MessageNew is one STATUS query of INBOX (A has Quiet
+	// selected), whose line B does not get (it has INBOX selected).
 	testkit.SendMail(t, srv.Addr("smtp"), "sender@maddy.test", []string{user}, testkit.Message("delivered"))
 	b.Expect(t, expectWait, "* 3 EXISTS", "* 3 RECENT")
 	expectNewMessage(t, b, 3)
-	queries += 3
+	queries++
 	waitMetric(t, srv, queries, mStatusQueries)
 
 	// CREATE: one LIST line.
@@ -370,7 +371,8 @@ func TestMetricsEndToEnd(t *testing.T) {
 	checkDeltas(t, before, after,
 		// What the hooks and the delivery wrapper published.
 		metricDelta{mEventsPublished, []string{"kind", "MessageAppend"}, 5},
-		metricDelta{mEventsPublished, []string{"kind", "Reconcile"}, 1},
+		metricDelta{mEventsPublished, []string{"kind", "MessageNew"}, 1},
+		metricDelta{mEventsPublished, []string{"kind", "Reconcile"}, 0},
 		metricDelta{mEventsPublished, []string{"kind", "MailboxCreate"}, 1},
 		metricDelta{mEventsPublished, []string{"kind", "FlagChange"}, 1},
 		// What B was sent: 3 EXISTS and 1 FETCH FLAGS from the store; 3
@@ -388,8 +390,8 @@ func TestMetricsEndToEnd(t *testing.T) {
 		metricDelta{mPushLatency, []string{"kind", "STATUS"}, 3},
 		metricDelta{mPushLatency, []string{"kind", "LIST"}, 1},
 		metricDelta{mPushLatency, []string{"kind", "EXISTS"}, 0},
-		// 2 (INBOX) + 3 (Archive) + 3 (the reconciliation) + 1 (STORE).
-		metricDelta{mStatusQueries, nil, 9},
+		// 2 (INBOX) + 3 (Archive) + 1 (the delivery) + 1 (STORE).
+		metricDelta{mStatusQueries, nil, 7},
 		metricDelta{mQueueOverflows, nil, 0},
 		metricDelta{mResyncs, []string{"reason", "overflow"}, 0},
 		metricDelta{mResyncs, []string{"reason", "reconnect"}, 0},
@@ -397,7 +399,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 	for _, name := range []string{mEventsPublished, mResponsesPushed, mPushLatency} {
 		for _, kind := range after.kinds(name) {
 			switch {
-			case name == mEventsPublished && slices.Contains([]string{"MessageAppend", "Reconcile", "MailboxCreate", "FlagChange"}, kind),
+			case name == mEventsPublished && slices.Contains([]string{"MessageAppend", "MessageNew", "Reconcile", "MailboxCreate", "FlagChange"}, kind),
 				name != mEventsPublished && slices.Contains([]string{"EXISTS", "FETCH", "STATUS", "LIST"}, kind):
 				continue
 			}
@@ -509,18 +511,22 @@ storage.notify notified_mailboxes {
 	testkit.SendMail(t, x.Addr("smtp"), "sender@maddy.test", []string{user}, testkit.Message("across"))
 	// Y receives whether or not it has sessions of the account.
 	waitMetric(t, y, 1, mEventsReceived, "kind", "MailboxCreate")
-	yAfter := waitMetric(t, y, 1, mEventsReceived, "kind", "Reconcile")
+	// The delivery is the MessageNew of the mailbox it filed into.
+	yAfter := waitMetric(t, y, 1, mEventsReceived, "kind", "MessageNew")
 	xAfter := scrapeMetrics(t, x)
 	checkDeltas(t, xBefore, xAfter,
 		metricDelta{mEventsPublished, []string{"kind", "MailboxCreate"}, 1},
-		metricDelta{mEventsPublished, []string{"kind", "Reconcile"}, 1},
+		metricDelta{mEventsPublished, []string{"kind", "MessageNew"}, 1},
+		metricDelta{mEventsPublished, []string{"kind", "Reconcile"}, 0},
 		// X hears its own NOTIFY and drops it: delivered locally already.
 		metricDelta{mEventsReceived, []string{"kind", "MailboxCreate"}, 0},
-		metricDelta{mEventsReceived, []string{"kind", "Reconcile"}, 0},
+		metricDelta{mEventsReceived, []string{"kind", "MessageNew"}, 0},
 	)
 	checkDeltas(t, yBefore, yAfter,
 		metricDelta{mEventsPublished, []string{"kind", "MailboxCreate"}, 0},
+		metricDelta{mEventsPublished, []string{"kind", "MessageNew"}, 0},
 		metricDelta{mEventsPublished, []string{"kind", "Reconcile"}, 0},
+		metricDelta{mEventsReceived, []string{"kind", "Reconcile"}, 0},
 	)
 	for _, s := range []scrape{xAfter, yAfter} {
 		checkDeltas(t, scrape{}, s,

@@ -130,6 +130,7 @@ func (s *Store) Init(cfg *config.Map) error {
 		m := metrics.For(s.instName)
 		s.reg = registry.New(s.policy, s.inner.GetIMAPAcct, s.log)
 		s.reg.SetMetrics(m)
+		s.reg.SetBatchStatus(innerBatchStatus(s.inner))
 		var b bus.Bus = bus.Local{Sink: s.reg}
 		if brokerDSN != "" {
 			pg, err := bus.NewPostgres(bus.Options{DSN: brokerDSN, Metrics: m}, s.reg,

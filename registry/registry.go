@@ -76,6 +76,7 @@ type Opener func(account string) (backend.User, error)
 type Registry struct {
 	policy  mapping.Policy
 	open    Opener
+	batch   BatchStatus // nil: one Status query per mailbox (batch.go)
 	log     log.Logger
 	metrics *metrics.Set
 
@@ -1123,10 +1124,14 @@ func (a *account) status(r *Registry, mbox string) (mapping.Status, error) {
 
 // learn records the current state without telling anyone.
 func (a *account) learn(r *Registry, mailboxes []string) {
+	batch := a.batchStatuses(r, len(mailboxes))
 	for _, mbox := range mailboxes {
-		st, err := a.status(r, mbox)
-		if err != nil {
-			continue // the mailbox may be gone already; nothing to learn
+		st, ok := batch[mapping.MailboxKey(mbox)]
+		if !ok {
+			var err error
+			if st, err = a.status(r, mbox); err != nil {
+				continue // the mailbox may be gone already; nothing to learn
+			}
 		}
 		r.mu.Lock()
 		if _, known := a.cache[mapping.MailboxKey(mbox)]; !known {
@@ -1154,14 +1159,22 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 		byKey[key] = len(uniq)
 		uniq = append(uniq, j)
 	}
+	batchStart := time.Now()
+	batch := a.batchStatuses(r, len(uniq))
+	batchEnd := time.Now()
 	for _, j := range uniq {
 		key := mapping.MailboxKey(j.mailbox)
 		if len(resync) == 0 && a.skipSelectedByAll(r, key) {
 			continue
 		}
-		start := time.Now()
-		st, err := a.status(r, j.mailbox)
-		end := time.Now()
+		start, end := batchStart, batchEnd
+		st, ok := batch[key]
+		var err error
+		if !ok {
+			start = time.Now()
+			st, err = a.status(r, j.mailbox)
+			end = time.Now()
+		}
 		if err != nil {
 			if !errors.Is(err, backend.ErrNoSuchMailbox) {
 				r.log.Error("STATUS query failed; sessions keep their last values", err,

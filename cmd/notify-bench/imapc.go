@@ -194,9 +194,14 @@ func (c *imapConn) cmd(command string) (result, error) {
 }
 
 func (c *imapConn) wait(tag string, sent time.Time) (result, error) {
+	return c.waitTimeout(tag, sent, ioTimeout)
+}
+
+// waitTimeout waits for the tagged response of tag, at most d for each line.
+func (c *imapConn) waitTimeout(tag string, sent time.Time, d time.Duration) (result, error) {
 	res := result{sent: sent}
 	for {
-		l, err := c.next(ioTimeout)
+		l, err := c.next(d)
 		if err != nil {
 			return res, fmt.Errorf("%s: waiting for %s: %w", c.name, tag, err)
 		}

@@ -24,6 +24,8 @@
 //	4  Go benchmark: dispatch cost with 100 … 100,000 unrelated sessions
 //	5  a burst of 1,000 APPENDs: STATUS lines and STATUS queries
 //	6  APPEND on instance A → STATUS on instance B (PostgreSQL)
+//	7  SMTP delivery to an account with 10 … 10,000 folders: CPU per
+//	   delivery and STATUS latency, stock vs notify
 //
 // Every latency is measured twice: from the acting session's tagged OK to
 // the moment the IDLE session's reader read the line off the socket, and
@@ -54,6 +56,8 @@ type options struct {
 	out        string
 	raw        string
 	n1, n2, n6 int
+	n7         int
+	folders    []int
 	warm       int
 	dovecotN   int
 	accounts   int
@@ -93,12 +97,14 @@ type bench struct {
 func main() {
 	var o options
 	flag.BoolVar(&o.quick, "quick", false, "smoke run of every scenario with small counts (under 2 minutes)")
-	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run (1-6); default all")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run (1-7); default all")
 	flag.StringVar(&o.out, "o", "docs/benchmarks.md", "report to write")
 	flag.StringVar(&o.raw, "raw", "build/bench", "folder for raw samples (CSV) and profiles; empty: none")
 	flag.IntVar(&o.n1, "n1", 1000, "scenario 1: samples per series")
 	flag.IntVar(&o.n2, "n2", 1000, "scenario 2: samples per maddy series")
 	flag.IntVar(&o.n6, "n6", 1000, "scenario 6: samples per series")
+	flag.IntVar(&o.n7, "n7", 200, "scenario 7: measured deliveries per process and folder count")
+	folders := flag.String("folders", "10,1000,10000", "scenario 7: comma-separated folder counts of the account")
 	flag.IntVar(&o.warm, "warm", 20, "warm-up samples per latency series (not recorded)")
 	flag.IntVar(&o.dovecotN, "dovecot-samples", 60, "scenario 2: samples per Dovecot series (~0.5 s each; 0: skip Dovecot)")
 	flag.IntVar(&o.accounts, "accounts", 1000, "scenario 3: accounts")
@@ -118,6 +124,11 @@ func main() {
 	flag.StringVar(&o.addr, "addr", "", "internal: scale-client's IMAP address")
 	flag.BoolVar(&o.status, "status", false, "internal: scale-client expects STATUS lines")
 	flag.Parse()
+	var err error
+	if o.folders, err = parseInts(*folders); err != nil {
+		fmt.Fprintln(os.Stderr, "notify-bench: -folders:", err)
+		os.Exit(2)
+	}
 
 	if o.scaleClient {
 		if err := runScaleClient(o); err != nil {
@@ -128,6 +139,7 @@ func main() {
 	}
 	if o.quick {
 		o.n1, o.n2, o.n6, o.warm = 100, 100, 100, 5
+		o.n7 = 50
 		o.dovecotN = 4
 		o.accounts, o.perAcct = 100, 10
 		o.trickle, o.rate = 40, 20
@@ -212,7 +224,7 @@ func run(o options) error {
 		n  int
 		fn func() error
 	}
-	for _, s := range []scen{{1, b.scenario1}, {2, b.scenario2}, {3, b.scenario3}, {4, b.scenario4}, {5, b.scenario5}, {6, b.scenario6}} {
+	for _, s := range []scen{{1, b.scenario1}, {2, b.scenario2}, {3, b.scenario3}, {4, b.scenario4}, {5, b.scenario5}, {6, b.scenario6}, {7, b.scenario7}} {
 		if !b.wants(s.n) {
 			continue
 		}
