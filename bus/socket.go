@@ -149,7 +149,10 @@ func (l *SocketListener) accept() {
 			return
 		}
 		if uid, ok, err := peerUID(conn); err != nil || (ok && uid != os.Getuid()) {
-			l.log.Error("socket: refusing a connection of another user", err, "path", l.path, "peer_uid", uid)
+			if err == nil {
+				err = fmt.Errorf("peer uid %d, this server runs as uid %d", uid, os.Getuid())
+			}
+			l.log.Error("socket: refusing a connection of another user", err, "path", l.path)
 			conn.Close()
 			continue
 		}
