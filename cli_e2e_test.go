@@ -276,3 +276,30 @@ func hasKey[V any](m map[string]V, k string) bool {
 	_, ok := m[k]
 	return ok
 }
+
+// TestCLIInnerBlockNamedDefault: with the layout where the inner block has
+// the CLI's default name (local_mailboxes) and the notify block another,
+// the server says at start what to pass; with --cfg-block naming the
+// notify block the CLI's changes reach the session, without it (the inner
+// block) only the selected mailbox's EXISTS does.
+func TestCLIInnerBlockNamedDefault(t *testing.T) {
+	t.Parallel()
+	srv := startNotify(t)
+	if hint := "pass --cfg-block " + notify + " to imap-mboxes and imap-msgs"; !strings.Contains(srv.Log(), hint) {
+		t.Errorf("the server's log does not say %q", hint)
+	}
+	b := idler(t, srv, user, "INBOX")
+	srv.MustCLI("imap-mboxes", "create", "--cfg-block", notify, user, "Box")
+	b.Expect(t, expectWait, cliList(`\HasNoChildren`, "Box"))
+	b.ExpectNothing(t, quietWait)
+
+	// The default block is the inner store: no module code runs there.
+	srv.MustCLI("imap-mboxes", "create", user, "Quiet")
+	srv.MustCLIInput(testkit.Message("via the inner block"), "imap-msgs", "add", user, "INBOX")
+	b.Expect(t, expectWait, "* 1 EXISTS", "* 1 RECENT")
+	if line, err := b.ReadLine(expectWait); err != nil || !strings.HasPrefix(line, "* 1 FETCH (UID 1 ") {
+		t.Errorf("after the store's EXISTS: %q %v, want the module's FETCH (UID 1 ...)", line, err)
+	}
+	b.ExpectNothing(t, quietWait)
+	doneQuiet(t, b)
+}

@@ -175,12 +175,17 @@ func (s *Store) initServer(set notifyconfig.Settings, brokerDSN string) error {
 	if brokerDSN == "" && s.instName != "" && config.RuntimeDirectory != "" {
 		path := bus.SocketPath(config.RuntimeDirectory, s.instName)
 		sock, err := bus.ListenSocket(path, s.reg, log.Logger{Name: ModName + "/cli", Debug: s.log.Debug}, m)
-		if err != nil {
+		switch {
+		case errors.Is(err, bus.ErrSocketInUse):
+			// Two servers would each take the other's CLI events.
 			s.bus.Close()
 			s.reg.Close()
 			return fmt.Errorf("the socket for maddy's CLI: %w", err)
+		case err != nil:
+			s.log.Error("cannot listen for maddy's CLI; its changes will reach IDLE sessions only through the store's update pipe", err)
+		default:
+			s.sock = sock
 		}
-		s.sock = sock
 	}
 	s.reg.StartKeepalive(set.IdleKeepalive)
 	s.hintCLIBlock()
@@ -259,8 +264,10 @@ func instanceName(m interface{}) string {
 // Close. maddy's CLI (module.NoRun) is different: with --cfg-block naming
 // this block it closes only this block, after its shutdown hooks have run,
 // so the inner storage would never flush the updates it still has to push
-// to the running server (or close its database). There the wrapper closes
-// it, once.
+// to the running server (or close its database). There the wrapper first
+// hands the running server what is left to tell (a reconcile of the
+// accounts whose mailboxes the command opened undecorated; see cli.go),
+// then closes the inner storage, once.
 func (s *Store) Close() error {
 	if s.sock != nil {
 		if err := s.sock.Close(); err != nil {
