@@ -116,6 +116,15 @@ func TestCLISingleInstance(t *testing.T) {
 		t.Errorf("the CLI's output does not correct maddy's update pipe line before it:\n%s", stderr)
 	}
 
+	// Into the selected mailbox: the store's EXISTS and RECENT (its update
+	// pipe), the module's FETCH, no STATUS.
+	srv.MustCLIInput(testkit.Message("into INBOX"), "imap-msgs", "add", user, "INBOX")
+	b.Expect(t, expectWait, "* 1 EXISTS", "* 1 RECENT")
+	if line, err := b.ReadLine(expectWait); err != nil || !strings.HasPrefix(line, "* 1 FETCH (UID 1 FLAGS (\\Recent) BODYSTRUCTURE (") {
+		t.Errorf("after the store's EXISTS: %q %v, want the module's FETCH (UID 1 FLAGS (\\Recent) BODYSTRUCTURE (...))", line, err)
+	}
+	b.ExpectNothing(t, quietWait)
+
 	cli("", "imap-mboxes", "create", user, "Archive")
 	b.Expect(t, expectWait, cliList(`\HasNoChildren`, "Archive"))
 	b.ExpectNothing(t, quietWait)
@@ -181,20 +190,20 @@ func TestCLIServerNotRunning(t *testing.T) {
 	}
 }
 
-// TestCLIStaleSocket: a socket file left behind by a server that did not
-// shut down (nobody accepts on it) is replaced at start, and the CLI
-// reaches the new server through it.
+// TestCLIStaleSocket: a server that crashed leaves its socket behind
+// (nobody accepts on it); the next server on the same runtime_dir replaces
+// it at start, and the CLI reaches the new server through it.
 func TestCLIStaleSocket(t *testing.T) {
 	t.Parallel()
 	runDir := testkit.NewRuntimeDir(t)
 	path := cliSocket(runDir)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
+	crashed := startCLIServer(t, runDir)
+	crashed.Crash()
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("the crashed server left no socket behind: %v", err)
 	}
-	ln.SetUnlinkOnClose(false)
-	ln.Close()
-	if _, err := net.Dial("unix", path); err == nil {
+	if conn, err := net.Dial("unix", path); err == nil {
+		conn.Close()
 		t.Fatal("the stale socket accepts connections")
 	}
 

@@ -367,6 +367,23 @@ func (s *Server) DumpGoroutines() string {
 	return log
 }
 
+// Crash ends maddy with SIGKILL, as a crash would: it does not shut down,
+// so its unix sockets stay behind in runtime_dir. Its exit is not reported
+// as an error.
+func (s *Server) Crash() {
+	s.t.Helper()
+	select {
+	case <-s.exited:
+		s.t.Fatalf("testkit: Crash: maddy has exited already: %v", s.waitErr)
+	default:
+	}
+	s.early = true
+	if err := s.cmd.Process.Kill(); err != nil {
+		s.t.Fatalf("testkit: kill maddy: %v", err)
+	}
+	<-s.exited
+}
+
 // Port returns the port allocated for name; it fails the test for a name
 // that Options.Ports did not list.
 func (s *Server) Port(name string) int {
