@@ -63,10 +63,15 @@ type Store struct {
 	closeInner sync.Once
 
 	policy mapping.Policy
-	// reg and bus are nil in maddy's CLI (module.NoRun): there is nobody
-	// to notify.
+	// reg and bus are nil in maddy's CLI (module.NoRun): there the module
+	// has no sessions and hands its events to the running server through
+	// cli instead.
 	reg *registry.Registry
 	bus bus.Bus
+	// sock is the server's socket for maddy's CLI (broker none, a named
+	// block); nil otherwise.
+	sock *bus.SocketListener
+	cli  *cliNotifier
 	// stall is how long the store's write to a client may wait before the
 	// client is disconnected (stall_timeout).
 	stall  time.Duration
@@ -122,27 +127,19 @@ func (s *Store) Init(cfg *config.Map) error {
 		return s.configErr(err)
 	}
 
-	if err := s.enableInnerPipe(); err != nil {
+	pipeOn, err := s.enableInnerPipe()
+	if err != nil {
 		s.log.Error("failed to enable the update pipe of the wrapped storage; changes made by other processes will not reach IDLE sessions", err,
 			"storage", instanceName(s.inner))
 	}
-	if !module.NoRun {
-		m := metrics.For(s.instName)
-		s.reg = registry.New(s.policy, s.inner.GetIMAPAcct, s.log)
-		s.reg.SetMetrics(m)
-		s.reg.SetBatchStatus(innerBatchStatus(s.inner))
-		var b bus.Bus = bus.Local{Sink: s.reg}
-		if brokerDSN != "" {
-			pg, err := bus.NewPostgres(bus.Options{DSN: brokerDSN, Metrics: m}, s.reg,
-				log.Logger{Name: ModName + "/broker", Debug: s.log.Debug})
-			if err != nil {
-				s.reg.Close()
-				return s.configErr(fmt.Errorf("broker: %w", err))
-			}
-			b = pg
+	if module.NoRun {
+		if err := s.initCLI(brokerDSN, pipeOn); err != nil {
+			return s.configErr(err)
 		}
-		s.bus = countingBus{Bus: b, metrics: m}
-		s.reg.StartKeepalive(set.IdleKeepalive)
+		return nil
+	}
+	if err := s.initServer(set, brokerDSN); err != nil {
+		return s.configErr(err)
 	}
 	broker := "none"
 	if brokerDSN != "" {
@@ -153,6 +150,47 @@ func (s *Store) Init(cfg *config.Map) error {
 		"status_items", strings.Join(s.policy.StatusItems, " "), "new_message_fetch", strings.Join(s.policy.FetchItems, " "),
 		"plain_clients", s.policy.Plain.String(), "broker", broker, "stall_timeout", s.stall.String(),
 		"idle_keepalive", set.IdleKeepalive.String())
+	return nil
+}
+
+// initServer wires the module in the server: the registry, the bus and,
+// with broker none, the socket through which maddy's CLI reaches the
+// registry (with broker postgres the CLI publishes through the broker).
+func (s *Store) initServer(set notifyconfig.Settings, brokerDSN string) error {
+	m := metrics.For(s.instName)
+	s.reg = registry.New(s.policy, s.inner.GetIMAPAcct, s.log)
+	s.reg.SetMetrics(m)
+	s.reg.SetBatchStatus(innerBatchStatus(s.inner))
+	var b bus.Bus = bus.Local{Sink: s.reg}
+	if brokerDSN != "" {
+		pg, err := bus.NewPostgres(bus.Options{DSN: brokerDSN, Metrics: m}, s.reg,
+			log.Logger{Name: ModName + "/broker", Debug: s.log.Debug})
+		if err != nil {
+			s.reg.Close()
+			return fmt.Errorf("broker: %w", err)
+		}
+		b = pg
+	}
+	s.bus = countingBus{Bus: b, metrics: m}
+	// An inline block cannot be named by the CLI; without a runtime_dir
+	// (the module outside maddy, in tests) there is no place for a socket.
+	if brokerDSN == "" && s.instName != "" && config.RuntimeDirectory != "" {
+		path := bus.SocketPath(config.RuntimeDirectory, s.instName)
+		sock, err := bus.ListenSocket(path, s.reg, log.Logger{Name: ModName + "/cli", Debug: s.log.Debug}, m)
+		switch {
+		case errors.Is(err, bus.ErrSocketInUse):
+			// Two servers would each take the other's CLI events.
+			s.bus.Close()
+			s.reg.Close()
+			return fmt.Errorf("the socket for maddy's CLI: %w", err)
+		case err != nil:
+			s.log.Error("cannot listen for maddy's CLI; its changes will reach IDLE sessions only through the store's update pipe", err)
+		default:
+			s.sock = sock
+		}
+	}
+	s.reg.StartKeepalive(set.IdleKeepalive)
+	s.hintCLIBlock()
 	return nil
 }
 
@@ -195,9 +233,10 @@ func (s *Store) configErr(err error) error {
 }
 
 // enableInnerPipe switches on the inner store's update pipe: replicate mode
-// in the server, push mode in maddy's CLI (module.NoRun). The CLI finds no
-// server socket when the server is not running; that is not an error.
-func (s *Store) enableInnerPipe() error {
+// in the server, push mode in maddy's CLI (module.NoRun), and reports
+// whether it is on. The CLI finds no server socket when the server is not
+// running; that is not an error.
+func (s *Store) enableInnerPipe() (on bool, err error) {
 	mode := pipeReplicate
 	if module.NoRun {
 		mode = pipePush
@@ -205,12 +244,12 @@ func (s *Store) enableInnerPipe() error {
 	found, err := enableUpdatePipe(s.inner, mode)
 	if !found {
 		s.log.DebugMsg("the wrapped storage has no update pipe", "storage", instanceName(s.inner))
-		return nil
+		return false, nil
 	}
 	if mode == pipePush && errors.Is(err, os.ErrNotExist) {
-		return nil
+		return false, nil
 	}
-	return err
+	return err == nil, err
 }
 
 func instanceName(m interface{}) string {
@@ -227,9 +266,19 @@ func instanceName(m interface{}) string {
 // Close. maddy's CLI (module.NoRun) is different: with --cfg-block naming
 // this block it closes only this block, after its shutdown hooks have run,
 // so the inner storage would never flush the updates it still has to push
-// to the running server (or close its database). There the wrapper closes
-// it, once.
+// to the running server (or close its database). There the wrapper first
+// hands the running server what is left to tell (a reconcile of the
+// accounts whose mailboxes the command opened undecorated; see cli.go),
+// then closes the inner storage, once.
 func (s *Store) Close() error {
+	if s.sock != nil {
+		if err := s.sock.Close(); err != nil {
+			s.log.Error("closing the socket for maddy's CLI failed", err, "path", s.sock.Path())
+		}
+	}
+	if s.cli != nil {
+		s.cli.finish()
+	}
 	if s.bus != nil {
 		if err := s.bus.Close(); err != nil {
 			s.log.Error("broker close failed", err)
@@ -272,7 +321,11 @@ func (s *Store) GetIMAPAcct(username string) (backend.User, error) {
 // wrapUser decorates u as one login with its own session id.
 func (s *Store) wrapUser(u backend.User) *hooks.User {
 	if s.reg == nil {
-		return hooks.WrapUser(u, nil, nil, s.lastID.Add(1), s.stall)
+		var pub hooks.Publisher
+		if s.cli != nil {
+			pub = s.cli
+		}
+		return hooks.WrapUser(u, nil, pub, s.lastID.Add(1), s.stall)
 	}
 	return hooks.WrapUser(u, s.reg, s.bus, s.lastID.Add(1), s.stall)
 }

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -28,14 +27,6 @@ const DefaultChannel = "maddy_notify"
 
 // outboundLimit bounds the events waiting to be sent to other instances.
 const outboundLimit = 4096
-
-// message is what crosses instances: no message content, only what the
-// receiving side needs to find the sessions and query its own store.
-type message struct {
-	Instance  string       `json:"i"`
-	Event     *event.Event `json:"e,omitempty"`
-	Reconcile string       `json:"r,omitempty"`
-}
 
 // State is the broker connection state (for metrics and logs).
 type State int32
@@ -240,29 +231,16 @@ func (p *Postgres) receive() {
 }
 
 func (p *Postgres) deliver(payload string) {
-	var m message
-	if err := json.Unmarshal([]byte(payload), &m); err != nil {
+	m, err := decodeMessage([]byte(payload))
+	if err != nil {
 		p.log.Error("broker: malformed notification", err, "payload_len", len(payload))
 		return
 	}
 	if m.Instance == p.instance {
 		return // delivered locally already
 	}
-	switch {
-	case m.Event != nil:
-		ev := *m.Event
-		// Session ids are per process: another instance's origin means
-		// nothing here.
-		ev.Origin = 0
-		if err := ev.Validate(); err != nil {
-			p.log.Error("broker: invalid event from another instance", err)
-			return
-		}
-		p.metrics.Received(ev.Kind.String())
-		p.sink.Publish(ev)
-	case m.Reconcile != "":
-		p.metrics.Received("Reconcile")
-		p.sink.Reconcile(m.Reconcile)
+	if err := m.deliverTo(p.sink, p.metrics); err != nil {
+		p.log.Error("broker: invalid event from another instance", err)
 	}
 }
 
@@ -274,7 +252,7 @@ func (p *Postgres) send() {
 		case <-p.stop:
 			return
 		case m := <-p.outbound:
-			payload, err := json.Marshal(m)
+			payload, err := encodeMessage(m)
 			if err != nil {
 				p.log.Error("broker: cannot encode", err)
 				continue

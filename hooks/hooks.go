@@ -14,8 +14,9 @@
 // call it publishes an event to the registry (APPEND, COPY, MOVE, EXPUNGE,
 // STORE, CREATE, DELETE, RENAME, SUBSCRIBE), registers the IMAP session
 // that selected a mailbox, and tells it when it IDLEs, polls, and when the
-// store announces new messages to it. With a nil registry (maddy's CLI) the
-// decorators only forward.
+// store announces new messages to it. With a publisher and no registry
+// (maddy's CLI, which hands the events to the running server) the
+// decorators publish and register nothing; with neither they only forward.
 //
 // hooks depends on event, mapping, metrics and registry of this module (a
 // test holds it); it must not import the module
@@ -88,17 +89,31 @@ type Publisher interface {
 	Publish(ev event.Event)
 }
 
+// UnobservedPublisher is a Publisher that also wants to know when the
+// decorators hand out a mailbox undecorated (GetMailbox without a
+// connection, as maddy's `imap-msgs` commands call it), so that the
+// changes made through it, which no event reports, can be reconciled by
+// state later (the module's CLI side does so when maddy closes the store).
+type UnobservedPublisher interface {
+	Publisher
+	// Unobserved says that account's mailbox was handed out undecorated.
+	// It is called from the caller's goroutine before GetMailbox returns.
+	Unobserved(account, mailbox string)
+}
+
 // WrapUser returns the decorator of u. u must not be nil. reg receives the
-// user's sessions and pub its events (both nil: forward only); id is the
-// opaque, process-unique id of this login, the Origin of its events; stall
-// is how long the store's write of an update to the session's client may
-// wait before the client is disconnected (0: DefaultStallTimeout).
+// user's sessions and pub its events; a nil reg with a pub publishes
+// without sessions (maddy's CLI), both nil forwards only, and a reg needs
+// a pub. id is the opaque, process-unique id of this login, the Origin of
+// its events; stall is how long the store's write of an update to the
+// session's client may wait before the client is disconnected (0:
+// DefaultStallTimeout).
 func WrapUser(u backend.User, reg *registry.Registry, pub Publisher, id uint64, stall time.Duration) *User {
 	if u == nil {
 		panic("hooks: WrapUser(nil)")
 	}
-	if (reg == nil) != (pub == nil) {
-		panic("hooks: WrapUser needs both a registry and a publisher, or neither")
+	if reg != nil && pub == nil {
+		panic("hooks: WrapUser with a registry needs a publisher")
 	}
 	if stall <= 0 {
 		stall = DefaultStallTimeout
@@ -120,13 +135,18 @@ func (u *User) ListMailboxes(subscribed bool) ([]imap.MailboxInfo, error) {
 // GetMailbox opens a mailbox of the inner user.
 //
 // With a nil conn (maddy's CLI, deliveries and other management access) the
-// inner mailbox is returned as it is: `maddy imap-msgs remove` asserts the
-// concrete go-imap-sql type on it. With a conn (an IMAP session's SELECT or
+// inner mailbox is returned as it is: `maddy imap-msgs remove` and `move`
+// assert the concrete go-imap-sql type on it. The changes made through it
+// publish no event; an UnobservedPublisher is told instead. With a conn (an IMAP session's SELECT or
 // EXAMINE) the mailbox is decorated and, when conn is go-imap's server
 // connection, the session is registered for notifications.
 func (u *User) GetMailbox(name string, readOnly bool, conn backend.Conn) (*imap.MailboxStatus, backend.Mailbox, error) {
 	if conn == nil {
-		return u.inner.GetMailbox(name, readOnly, conn)
+		status, mbox, err := u.inner.GetMailbox(name, readOnly, conn)
+		if up, ok := u.pub.(UnobservedPublisher); ok && err == nil {
+			up.Unobserved(u.inner.Username(), name)
+		}
+		return status, mbox, err
 	}
 	session := u.sessionFor(conn)
 	sel := &selected{blind: true}
@@ -170,7 +190,7 @@ func (u *User) sessionFor(conn backend.Conn) *registry.Session {
 }
 
 func (u *User) publish(ev event.Event) {
-	if u.reg == nil {
+	if u.pub == nil {
 		return
 	}
 	ev.Account = u.inner.Username()
@@ -193,7 +213,7 @@ func (u *User) SetSubscribed(mbox string, subscribed bool) error {
 	if err := u.inner.SetSubscribed(mbox, subscribed); err != nil {
 		return err
 	}
-	if u.reg != nil {
+	if u.pub != nil {
 		infos, _ := u.listAll()
 		// go-imap-sql answers OK to SUBSCRIBE of a mailbox that does not
 		// exist and keeps nothing: there is nothing to tell.
@@ -256,13 +276,16 @@ type rename struct{ from, to string }
 // found by comparing the mailbox list before and after (the store may
 // create parents or remove children on its own).
 func (u *User) hierarchyChange(op func() error, ren *rename) error {
-	if u.reg == nil {
+	if u.pub == nil {
 		return op()
 	}
 	// One account's changes are listed, made, listed again and published
 	// one at a time: the events of two sessions' changes then reach the
-	// others in the order the store made the changes.
-	defer u.reg.LockHierarchy(u.inner.Username())()
+	// others in the order the store made the changes. (maddy's CLI has no
+	// registry and one command at a time.)
+	if u.reg != nil {
+		defer u.reg.LockHierarchy(u.inner.Username())()
+	}
 	before, err := u.listAll()
 	if err != nil {
 		return op() // no events, but the client's command is not ours to fail

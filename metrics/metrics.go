@@ -27,7 +27,7 @@ var (
 	}, []string{"module", "kind"})
 	eventsReceived = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Subsystem: subsystem, Name: "events_received_total",
-		Help: "Events received from other instances through the broker, by kind.",
+		Help: "Events received from other instances through the broker, or from maddy's command line, by kind.",
 	}, []string{"module", "kind"})
 	responsesPushed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Subsystem: subsystem, Name: "responses_pushed_total",
@@ -105,7 +105,8 @@ func (s *Set) Published(kind string) {
 	}
 }
 
-// Received counts an event received from another instance, by kind.
+// Received counts an event received from another instance or from
+// maddy's command line, by kind.
 func (s *Set) Received(kind string) {
 	if s != nil {
 		eventsReceived.WithLabelValues(s.module, kind).Inc()

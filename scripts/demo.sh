@@ -72,16 +72,19 @@ auth.pass_table local_authdb {
     }
 }
 
-# The store that keeps the mail: maddy imap-acct / imap-mboxes / imap-msgs
-# work on this block (the CLI's default block name).
-storage.imapsql local_mailboxes {
+# The store that keeps the mail.
+storage.imapsql local_store {
     driver sqlite3
     dsn imapsql.db
 }
 
 # The wrapper that tells IDLE-ing clients what happens to the mailboxes.
-storage.notify notified_mailboxes {
-    storage &local_mailboxes
+# Named local_mailboxes, the block maddy imap-acct / imap-mboxes /
+# imap-msgs open by default: their changes reach the running server's
+# IDLE sessions too (through notify-local_mailboxes.sock in runtime_dir).
+# maddy's "No update pipe support" line is wrong for this block.
+storage.notify local_mailboxes {
+    storage &local_store
     # the draft's whole mapping (STATUS, LIST) for IDLE clients such as
     # notify-watch; the default, selected, tells plain clients about their
     # selected mailbox only
@@ -90,12 +93,12 @@ storage.notify notified_mailboxes {
 
 imap tcp://127.0.0.1:$imap_port {
     auth &local_authdb
-    storage &notified_mailboxes
+    storage &local_mailboxes
 }
 
 smtp tcp://127.0.0.1:$smtp_port {
     hostname localhost
-    deliver_to &notified_mailboxes
+    deliver_to &local_mailboxes
 }
 EOF
 
@@ -171,9 +174,13 @@ cat <<EOF
      straight into the store, from another process (update pipe):
      build/maddy --config $rel_conf imap-msgs add $user INBOX < $rel_msg
 
-  More: build/maddy --config $rel_conf imap-mboxes create $user Lists
-        build/maddy --config $rel_conf imap-msgs add $user Lists < $rel_msg
-        build/maddy --config $rel_conf help
+  3. Other folders: the watcher prints * LIST (\HasNoChildren) "." "Lists",
+     then * STATUS "Lists" (MESSAGES 1 UIDNEXT 2 UNSEEN 1):
+
+     build/maddy --config $rel_conf imap-mboxes create $user Lists
+     build/maddy --config $rel_conf imap-msgs add $user Lists < $rel_msg
+
+  More: build/maddy --config $rel_conf help
 
 EOF
 

@@ -158,6 +158,11 @@ type Options struct {
 	// variables starting with MADDY_, so $MADDY_CONFIG or $MADDY_CFGBLOCK
 	// of the developer never change what a test runs.
 	Env []string
+
+	// RuntimeDir, if set, is the runtime_dir instead of a fresh folder, so
+	// that two instances can share one (their unix sockets meet there).
+	// The caller creates it (NewRuntimeDir) and its path must be short.
+	RuntimeDir string
 }
 
 // Server is a running maddy process started by Start. Its methods must be
@@ -168,6 +173,9 @@ type Server struct {
 	// folder of its own under /tmp or os.TempDir(), removed when the test
 	// ends.
 	Dir string
+	// RuntimeDir is maddy's runtime_dir (Options.RuntimeDir, or the
+	// short-named folder testkit made).
+	RuntimeDir string
 
 	t      testing.TB
 	bin    string
@@ -260,15 +268,11 @@ func prepare(t testing.TB, o Options) *Server {
 	// sql-<40 hex digits>.sock in it), whose paths must stay under 104
 	// bytes: t.TempDir() contains the test's name and is often longer,
 	// and so is $TMPDIR on macOS.
-	base := os.TempDir()
-	if len(base) > 40 {
-		base = "/tmp"
+	runDir := o.RuntimeDir
+	if runDir == "" {
+		runDir = NewRuntimeDir(t)
 	}
-	runDir, err := os.MkdirTemp(base, "maddy-run-")
-	if err != nil {
-		t.Fatalf("testkit: %v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(runDir) })
+	s.RuntimeDir = runDir
 	preamble := fmt.Sprintf("state_dir %s\nruntime_dir %s\nhostname %s\n\n",
 		filepath.Join(dir, "state"), runDir, Hostname)
 	if n := strings.Count(preamble, "\n"); n != PreambleLines {
@@ -280,6 +284,31 @@ func prepare(t testing.TB, o Options) *Server {
 
 	s.env = maddyproc.Env(o.Env...)
 	return s
+}
+
+// NewRuntimeDir creates a short-named folder for runtime_dir (0700, as
+// maddy makes it), removed when the test ends. Start makes one per
+// instance; a test makes one itself to share it (Options.RuntimeDir).
+func NewRuntimeDir(t testing.TB) string {
+	t.Helper()
+	base := os.TempDir()
+	if len(base) > 40 {
+		base = "/tmp"
+	}
+	runDir, err := os.MkdirTemp(base, "maddy-run-")
+	if err != nil {
+		t.Fatalf("testkit: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(runDir) })
+	return runDir
+}
+
+// Prepare writes the configuration as Start does but starts no server: the
+// Server's CLI methods then run maddy's management commands with nobody
+// running (Port, Addr and Log are not for such a Server).
+func Prepare(t testing.TB, o Options) *Server {
+	t.Helper()
+	return prepare(t, o)
 }
 
 // stop is the cleanup registered by Start.
@@ -336,6 +365,23 @@ func (s *Server) DumpGoroutines() string {
 		return log[i:]
 	}
 	return log
+}
+
+// Crash ends maddy with SIGKILL, as a crash would: it does not shut down,
+// so its unix sockets stay behind in runtime_dir. Its exit is not reported
+// as an error.
+func (s *Server) Crash() {
+	s.t.Helper()
+	select {
+	case <-s.exited:
+		s.t.Fatalf("testkit: Crash: maddy has exited already: %v", s.waitErr)
+	default:
+	}
+	s.early = true
+	if err := s.cmd.Process.Kill(); err != nil {
+		s.t.Fatalf("testkit: kill maddy: %v", err)
+	}
+	<-s.exited
 }
 
 // Port returns the port allocated for name; it fails the test for a name
