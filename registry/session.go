@@ -170,6 +170,12 @@ type Session struct {
 	// mailbox (committed); a FETCH that found a message unreadable retries
 	// at once if one came meanwhile.
 	commits uint64
+	// commitsFetched is commits when the last FETCH of new messages found
+	// every announced message readable; awaitCommit: the FETCH of what the
+	// store announced to the idling client waits for the commit (see
+	// NewMessages), the retry timer armed with commitWait meanwhile.
+	commitsFetched uint64
+	awaitCommit    bool
 
 	// lastWrite is when the client was last written something (UnixNano):
 	// the store's lines, ours, or the start of IDLE.
@@ -307,11 +313,45 @@ func (s *Session) notificationsLost() {
 	s.kickLocked()
 }
 
+// commitWait bounds how long the FETCH of messages the store announced to
+// an idling client waits for the store's commit (committed) before it is
+// tried anyway (a change whose event comes late, or never).
+const commitWait = 2 * time.Millisecond
+
 // NewMessages records that the store announced new messages (EXISTS) in the
 // selected mailbox. It only queues: it is called from inside the store's
 // update callback, where the mailbox must not be read.
+//
+// To an idling client go-imap-sql announces an APPEND's message from inside
+// the APPEND's transaction, so a FETCH tried at once finds it unreadable:
+// the read is wasted, and it competes with the APPEND's commit (and with
+// the acting client's tagged OK) for the CPU and the database. Unless a
+// commit in the mailbox came that no FETCH has served yet, the FETCH then
+// waits for the commit (the hooks publish the change once the store call
+// returned), at most commitWait. Outside IDLE (the mailbox's Poll, after
+// the command) the store has committed: the FETCH is queued at once.
 func (s *Session) NewMessages() {
-	s.enqueue(item{kind: itemFetchNew, at: time.Now()})
+	now := time.Now()
+	s.mu.Lock()
+	if !s.idling || s.gone || s.commits != s.commitsFetched {
+		s.mu.Unlock()
+		s.enqueue(item{kind: itemFetchNew, at: now})
+		return
+	}
+	if s.retryAt.IsZero() {
+		s.retryAt = now
+	}
+	if !s.awaitCommit && s.fetchTries == 0 {
+		// With fetchTries set a retry is armed already, and committed
+		// queues it.
+		s.awaitCommit = true
+		if s.retry == nil {
+			s.retry = time.AfterFunc(commitWait, s.retryFetch)
+		} else {
+			s.retry.Reset(commitWait)
+		}
+	}
+	s.mu.Unlock()
 }
 
 // committed records that the store committed new messages in mailbox (the
@@ -326,8 +366,14 @@ func (s *Session) committed(mailbox string) {
 		return
 	}
 	s.commits++
-	waiting := s.fetchTries > 0
+	waiting := s.fetchTries > 0 || s.awaitCommit
 	at := s.retryAt
+	if s.awaitCommit {
+		// The FETCH goes now; the fallback is not needed.
+		s.awaitCommit = false
+		s.retryAt = time.Time{}
+		s.retry.Stop()
+	}
 	s.mu.Unlock()
 	if waiting {
 		s.enqueue(item{kind: itemFetchNew, at: at})
@@ -570,6 +616,7 @@ func (s *Session) retryFetch() {
 	s.mu.Lock()
 	at := s.retryAt
 	s.retryAt = time.Time{}
+	s.awaitCommit = false
 	s.mu.Unlock()
 	s.enqueue(item{kind: itemFetchNew, at: at})
 }
@@ -853,6 +900,9 @@ func (s *Session) fetchNew(f Fetcher, items mapping.FetchItems, at time.Time) bo
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if complete {
+		s.commitsFetched = commits
+	}
 	if complete || giveUp {
 		if giveUp && !complete {
 			s.reg.log.Msg("new message announced by the store never became readable; no FETCH for it", "account", s.account)

@@ -28,8 +28,14 @@ openmetrics tcp://127.0.0.1:{port:metrics} { }
 
 // notifyConfig is maddy with storage.notify around the same store, all its
 // defaults (every event, status_mailboxes all, new_message_fetch FLAGS
-// BODYSTRUCTURE), and the given broker.
+// BODYSTRUCTURE) but plain_clients draft (the whole mapping for plain
+// clients in IDLE), and the given broker.
 func notifyConfig(driver, dsn, broker string) string {
+	return notifyConfigPlain(driver, dsn, broker, "draft")
+}
+
+// notifyConfigPlain is notifyConfig with the given plain_clients value.
+func notifyConfigPlain(driver, dsn, broker, plain string) string {
 	return fmt.Sprintf(`storage.imapsql local_mailboxes {
 	driver %s
 	dsn %s
@@ -37,7 +43,7 @@ func notifyConfig(driver, dsn, broker string) string {
 
 storage.notify notified_mailboxes {
 	storage &local_mailboxes
-	plain_clients draft
+	plain_clients %s
 	broker %s
 }
 
@@ -48,5 +54,5 @@ imap tcp://127.0.0.1:{port:imap} {
 }
 
 openmetrics tcp://127.0.0.1:{port:metrics} { }
-`, driver, dsn, broker)
+`, driver, dsn, plain, broker)
 }

@@ -17,10 +17,42 @@ type watch struct {
 	want   *regexp.Regexp
 	settle []*regexp.Regexp
 
+	// late are lines that may still arrive after the sample completed
+	// (settle did not wait for them): found waiting before the next
+	// sample, they are dropped without being counted as stray.
+	late []*regexp.Regexp
+
 	fromOK, fromSend samples
 	// stray counts lines that were waiting before a sample started (none
 	// are expected: every sample waits for its lines to complete).
 	stray int
+}
+
+// drain drops the lines waiting on the watch's connection and counts those
+// that are not late ones as stray.
+func (w *watch) drain() {
+	for {
+		select {
+		case l, ok := <-w.conn.lines:
+			if !ok {
+				return
+			}
+			if !matchesAny(w.late, l.text) {
+				w.stray++
+			}
+		default:
+			return
+		}
+	}
+}
+
+func matchesAny(res []*regexp.Regexp, s string) bool {
+	for _, re := range res {
+		if re.MatchString(s) {
+			return true
+		}
+	}
+	return false
 }
 
 // probe is one kind of change and the sessions that must hear of it. Each
@@ -43,7 +75,7 @@ type probe struct {
 // sample runs one sample; record=false runs it as a warm-up.
 func (p *probe) sample(i int, record bool) error {
 	for _, w := range p.watches {
-		w.stray += w.conn.drain()
+		w.drain()
 	}
 	var res result
 	var err error
