@@ -646,7 +646,7 @@ func (a *account) applyMailboxEventLocked(r *Registry, ev event.Event) {
 		if a.namesShared {
 			a.names, a.namesShared = cloneNames(a.names), false
 		}
-		applyNameEvent(a.names, ev)
+		applyNameEvent(a.names, ev, true)
 		a.namesGen++
 	}
 	switch ev.Kind {
@@ -1183,6 +1183,15 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 			continue
 		}
 		r.mu.Lock()
+		if _, exists := a.names[key]; a.names != nil && !exists {
+			// Deleted (or renamed away) while it was read: its sessions
+			// were or are being told so, and a STATUS of it after that
+			// would contradict the LIST. The value is queued, below,
+			// under the same hold of mu as this check, so that it can
+			// only come before such a LIST, never after.
+			r.mu.Unlock()
+			continue
+		}
 		old, known := a.cache[key]
 		a.cache[key] = st
 		changed := j.changed || !known || old != st
@@ -1209,7 +1218,6 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 		}
 		a.asked[key] = askedQuery{start: start, end: end, handed: changed, origin: j.origin,
 			sessionGen: a.sessionGen, handoff: h}
-		r.mu.Unlock()
 		prompt := 0
 		for _, s := range targets {
 			if s.enqueue(item{kind: itemStatus, mailbox: j.mailbox, status: st, origin: j.origin, at: since,
@@ -1217,6 +1225,7 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 				prompt++
 			}
 		}
+		r.mu.Unlock()
 		if h != nil {
 			h.counted(prompt)
 		}

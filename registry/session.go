@@ -418,27 +418,21 @@ func (s *Session) applyName(it item) (own bool) {
 	default:
 		return s.namesOwn
 	}
-	if !s.namesOwn && it.names != nil && it.namesGen == s.namesGen+1 {
+	// A client told of a rename with OLDNAME knows that the mailbox's
+	// children moved with it (RFC 3501 RENAME), as the account's set says;
+	// a plain client was told the old name is gone and the new one exists,
+	// and of each child by its own event (which an overflow may have
+	// dropped): its set moves only what it was told.
+	oldName := s.notify != nil || s.reg.policy.Plain == mapping.AnyTime
+	if !s.namesOwn && it.names != nil && it.namesGen == s.namesGen+1 && (oldName || it.ev.Kind != event.MailboxRename) {
 		s.names, s.namesGen = it.names, it.namesGen
 		return false
 	}
 	if !s.namesOwn {
 		s.names, s.namesOwn = cloneNames(s.names), true
 	}
-	applyNameEvent(s.names, it.ev)
+	applyNameEvent(s.names, it.ev, oldName)
 	return true
-}
-
-// toldExists reports whether the mailbox key is in the set the session
-// was told (true when that set is unknown).
-func (s *Session) toldExists(key string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.names == nil {
-		return true
-	}
-	_, ok := s.names[key]
-	return ok
 }
 
 // applyNameEvent applies a mailbox event to a mailbox set.
@@ -446,7 +440,11 @@ func (s *Session) toldExists(key string) bool {
 // A mailbox's attributes in the set say \Subscribed as the store's LIST
 // does (ev.Subscribed), so that the set tells NOTIFY's subscribed filter
 // which mailboxes are subscribed (subscribedIn).
-func applyNameEvent(names map[string]imap.MailboxInfo, ev event.Event) {
+//
+// With children, a rename moves the mailbox's children with it, as the
+// store's RENAME does (the children's own events then find them moved);
+// without, it moves the named mailbox alone.
+func applyNameEvent(names map[string]imap.MailboxInfo, ev event.Event, children bool) {
 	attrs := mapping.SubscriptionAttrs(ev.Attrs, ev.Subscribed)
 	switch ev.Kind {
 	case event.MailboxCreate, event.SubscriptionChange:
@@ -456,9 +454,7 @@ func applyNameEvent(names map[string]imap.MailboxInfo, ev event.Event) {
 	case event.MailboxRename:
 		if !mapping.IsInbox(ev.OldMailbox) {
 			delete(names, mapping.MailboxKey(ev.OldMailbox))
-			// RENAME moves the hierarchy (each child's own event, if
-			// any, then finds it moved).
-			if ev.Delimiter != "" {
+			if children && ev.Delimiter != "" {
 				prefix := mapping.MailboxKey(ev.OldMailbox) + ev.Delimiter
 				var moved []imap.MailboxInfo
 				for key, info := range names {
@@ -804,12 +800,6 @@ func (s *Session) flush(atPoll bool) {
 			}
 			if _, ok := mapping.StatusGate(p, view, it.mailbox, it.delimiter, it.subscribed); !ok {
 				continue // not asked for (NOTIFY)
-			}
-			if !s.toldExists(key) {
-				// Deleted (or renamed away) in what the client was told
-				// since the value was read: a STATUS of it now would
-				// contradict the LIST.
-				continue
 			}
 			if s.view == nil {
 				s.view = mapping.NewStatusView(p.StatusItems)
