@@ -997,11 +997,35 @@ func (a *account) logout(r *Registry) {
 	a.user = nil
 }
 
+// ListMailboxes lists every mailbox of user (ListMailboxes(false)) with
+// \Subscribed among the attributes of each one the user has subscribed,
+// as the set of mailbox names and NOTIFY's subscribed filter read them:
+// the store's full list does not say which mailboxes are subscribed
+// (go-imap-sql lists subscriptions only with ListMailboxes(true)).
+func ListMailboxes(user backend.User) ([]imap.MailboxInfo, error) {
+	infos, err := user.ListMailboxes(false)
+	if err != nil {
+		return nil, err
+	}
+	subs, err := user.ListMailboxes(true)
+	if err != nil {
+		return nil, err
+	}
+	subscribed := make(map[string]bool, len(subs))
+	for _, info := range subs {
+		subscribed[mapping.MailboxKey(info.Name)] = true
+	}
+	for i, info := range infos {
+		infos[i].Attributes = mapping.SubscriptionAttrs(info.Attributes, subscribed[mapping.MailboxKey(info.Name)])
+	}
+	return infos, nil
+}
+
 // syncNames reads the account's mailbox list. With tell set it tells the
 // sessions what was created or deleted since the list was last known, as
 // LIST lines from no session (origin 0).
 func (a *account) syncNames(r *Registry, tell bool) {
-	infos, err := a.user.ListMailboxes(false)
+	infos, err := ListMailboxes(a.user)
 	if err != nil {
 		r.log.Error("cannot list mailboxes", err, "account", a.name)
 		return
