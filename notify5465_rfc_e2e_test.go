@@ -213,9 +213,9 @@ func TestNotify5465Evolution(t *testing.T) {
 	appendMsg(t, a, "Archive", "filed")
 	b.Expect(t, expectWait, status(`"Archive"`, 1, 2, 1))
 	mustOK(t, "CREATE Folder", a.Create("Folder", nil).Wait())
+	b.Expect(t, expectWait, fmt.Sprintf(`* LIST (\HasNoChildren \Subscribed) %s "Folder"`, d)) // the store subscribes it
+	mustOK(t, "UNSUBSCRIBE Folder", a.Unsubscribe("Folder").Wait())
 	b.Expect(t, expectWait, fmt.Sprintf(`* LIST (\HasNoChildren) %s "Folder"`, d))
-	mustOK(t, "SUBSCRIBE Folder", a.Subscribe("Folder").Wait())
-	b.Expect(t, expectWait, fmt.Sprintf(`* LIST (\HasNoChildren \Subscribed) %s "Folder"`, d))
 	b.ExpectNothing(t, quietWait)
 }
 

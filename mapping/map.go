@@ -431,23 +431,30 @@ func Map(p Policy, ev event.Event, view SessionView) Plan {
 	if plan, ok := PlainGate(p, view); !ok {
 		return plan
 	}
-	return Plan{Action: WriteLines, Lines: listLines(ev, p.Plain == AnyTime)}
+	return Plan{Action: WriteLines, Lines: listLines(ev, p.Plain == AnyTime, false)}
 }
 
 // listLines are the LIST lines of a mailbox event. LIST extended data
 // (OLDNAME) is for clients that asked for it (oldName: RFC 5465 NOTIFY,
 // AnyTime); a plain client is told of a rename as the old name's
 // \NonExistent and the new name's LIST. RENAME INBOX leaves INBOX in
-// place.
-func listLines(ev event.Event, oldName bool) [][]byte {
+// place. With subscribed (NOTIFY) the LIST of a created or renamed
+// mailbox that is subscribed carries \Subscribed: RFC 5465 section 5.4
+// requires it of a server that subscribes what it creates, as
+// go-imap-sql does.
+func listLines(ev event.Event, oldName, subscribed bool) [][]byte {
+	attrs := ev.Attrs
+	if subscribed && (ev.Kind == event.MailboxCreate || ev.Kind == event.MailboxRename) {
+		attrs = SubscriptionAttrs(ev.Attrs, ev.Subscribed)
+	}
 	switch ev.Kind {
 	case event.MailboxCreate:
-		return [][]byte{ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, "")}
+		return [][]byte{ListLine(attrs, ev.Delimiter, ev.Mailbox, "")}
 	case event.MailboxDelete:
 		return [][]byte{ListLine([]string{AttrNonExistent}, ev.Delimiter, ev.Mailbox, "")}
 	case event.MailboxRename:
 		if oldName {
-			return [][]byte{ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, ev.OldMailbox)}
+			return [][]byte{ListLine(attrs, ev.Delimiter, ev.Mailbox, ev.OldMailbox)}
 		}
 		var lines [][]byte
 		if !IsInbox(ev.OldMailbox) {
@@ -502,7 +509,7 @@ func mapNotify(p Policy, ev event.Event, view SessionView, own, selected bool) P
 	if !m.Wanted {
 		return nothing(ReasonNotAsked)
 	}
-	return Plan{Action: WriteLines, Lines: listLines(ev, true)}
+	return Plan{Action: WriteLines, Lines: listLines(ev, true, true)}
 }
 
 // StatusGate decides whether a session may be told the STATUS of mailbox
