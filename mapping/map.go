@@ -530,6 +530,20 @@ func StatusGate(p Policy, view SessionView, mailbox, delimiter string, subscribe
 	return nothing(ReasonNotAsked), false
 }
 
+// WantsFlagChange reports whether the session asks to be told of flag
+// changes in mailbox (another than the selected one): a session without
+// NOTIFY does (its STATUS lines follow the policy alone), a NOTIFY session
+// when its deciding group names FlagChange. A STATUS whose only change is
+// a flag-dependent item (StatusView.OnlyFlagsChanged) is a flag change.
+func WantsFlagChange(view SessionView, mailbox, delimiter string, subscribed bool) bool {
+	if view.Notify == nil {
+		return true
+	}
+	facts := MailboxFacts{Name: mailbox, Delimiter: delimiter, Subscribed: subscribed,
+		Selected: view.Selected != "" && SameMailbox(mailbox, view.Selected)}
+	return view.Notify.Match(NotifyFlagChange, facts).Wanted
+}
+
 // NewMessageItems returns the items of the module's FETCH of each new
 // message in the session's selected mailbox (after UID, which is always
 // written), or nil for no FETCH: for a NOTIFY session its MessageNew

@@ -462,3 +462,22 @@ func TestMapAnyTime(t *testing.T) {
 		t.Error("AnyTime is a configuration value")
 	}
 }
+
+// TestWantsFlagChange: a plain session is told flag changes as the policy
+// says; a NOTIFY session when its deciding group names FlagChange.
+func TestWantsFlagChange(t *testing.T) {
+	if !WantsFlagChange(SessionView{ID: me}, "A", "/", false) {
+		t.Error("plain session")
+	}
+	in := &Interest{Groups: []EventGroup{
+		{Filter: Filter{Kind: FilterMailboxes, Mailboxes: []string{"A"}}, Events: NewNotifyEvents(NotifyMessageNew, NotifyMessageExpunge)},
+		{Filter: Filter{Kind: FilterPersonal}, Events: NewNotifyEvents(NotifyMessageNew, NotifyMessageExpunge, NotifyFlagChange)},
+	}}
+	view := SessionView{ID: me, Notify: in}
+	if WantsFlagChange(view, "A", "/", false) {
+		t.Error("A: its group lacks FlagChange")
+	}
+	if !WantsFlagChange(view, "B", "/", false) {
+		t.Error("B: personal names FlagChange")
+	}
+}
