@@ -684,8 +684,9 @@ func (a *account) applyMailboxEventLocked(r *Registry, ev event.Event) {
 		// differs from the account's. One told of a deletion and a
 		// creation (mapping.PlainDraft) learns the new name's state from
 		// the value, handed to every session (each tells its client only
-		// what differs from what it was told).
-		a.addPendingLocked(ev.Mailbox, 0, ev.Time, r.policy.Plain != mapping.PlainDraft)
+		// what differs from what it was told) but the renaming one: its
+		// client made the change and is not told of it.
+		a.addPendingLocked(ev.Mailbox, ev.Origin, ev.Time, r.policy.Plain != mapping.PlainDraft)
 	}
 }
 
