@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -218,7 +217,3 @@ func TestNotify5465Evolution(t *testing.T) {
 	b.Expect(t, expectWait, fmt.Sprintf(`* LIST (\HasNoChildren) %s "Folder"`, d))
 	b.ExpectNothing(t, quietWait)
 }
-
-// notifyWait is how long a NOTIFY session not in IDLE waits for a line
-// the writer pushes between commands.
-const notifyWait = 5 * time.Second
