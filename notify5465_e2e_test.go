@@ -45,9 +45,9 @@ func TestNotifyAuthenticatedState(t *testing.T) {
 	appendMsg(t, a, "Archive", "filed")
 	b.Expect(t, expectWait, status(`"Archive"`, 1, 2, 1))
 	mustOK(t, "CREATE Folder", a.Create("Folder", nil).Wait())
-	b.Expect(t, expectWait, fmt.Sprintf(`* LIST (\HasNoChildren) %s "Folder"`, d))
+	b.Expect(t, expectWait, fmt.Sprintf(`* LIST (\HasNoChildren \Subscribed) %s "Folder"`, d)) // the store subscribes what it creates
 	mustOK(t, "RENAME Folder Folder2", a.Rename("Folder", "Folder2", nil).Wait())
-	b.Expect(t, expectWait, fmt.Sprintf(`* LIST (\HasNoChildren) %s "Folder2" ("OLDNAME" ("Folder"))`, d))
+	b.Expect(t, expectWait, fmt.Sprintf(`* LIST (\HasNoChildren \Subscribed) %s "Folder2" ("OLDNAME" ("Folder"))`, d))
 	mustOK(t, "DELETE Folder2", a.Delete("Folder2").Wait())
 	b.Expect(t, expectWait, fmt.Sprintf(`* LIST (\NonExistent) %s "Folder2"`, d))
 	b.ExpectNothing(t, quietWait)

@@ -43,7 +43,7 @@ func (u *User) SetNotify(conn backend.Conn, in mapping.Interest) error {
 // each selectable mailbox but the selected one for which in wants message
 // events, in the store's LIST order.
 func (u *User) initialStatus(session *registry.Session, in mapping.Interest) ([]registry.InitialStatus, error) {
-	infos, err := u.inner.ListMailboxes(false)
+	infos, err := registry.ListMailboxes(u.inner)
 	if err != nil {
 		return nil, err
 	}

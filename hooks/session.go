@@ -442,9 +442,11 @@ func (m *Mailbox) readAbove(floor uint32, items mapping.FetchItems) (msgs []*ima
 	return msgs, <-done
 }
 
-// listAll returns the user's mailboxes by key.
+// listAll returns the user's mailboxes by key, each subscribed one with
+// \Subscribed among its attributes (registry.ListMailboxes): the store
+// subscribes a mailbox it creates, and the events say so.
 func (u *User) listAll() (map[string]imap.MailboxInfo, error) {
-	infos, err := u.inner.ListMailboxes(false)
+	infos, err := registry.ListMailboxes(u.inner)
 	if err != nil {
 		return nil, err
 	}

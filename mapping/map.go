@@ -431,23 +431,30 @@ func Map(p Policy, ev event.Event, view SessionView) Plan {
 	if plan, ok := PlainGate(p, view); !ok {
 		return plan
 	}
-	return Plan{Action: WriteLines, Lines: listLines(ev, p.Plain == AnyTime)}
+	return Plan{Action: WriteLines, Lines: listLines(ev, p.Plain == AnyTime, false)}
 }
 
 // listLines are the LIST lines of a mailbox event. LIST extended data
 // (OLDNAME) is for clients that asked for it (oldName: RFC 5465 NOTIFY,
 // AnyTime); a plain client is told of a rename as the old name's
 // \NonExistent and the new name's LIST. RENAME INBOX leaves INBOX in
-// place.
-func listLines(ev event.Event, oldName bool) [][]byte {
+// place. With subscribed (NOTIFY) the LIST of a created or renamed
+// mailbox that is subscribed carries \Subscribed: RFC 5465 section 5.4
+// requires it of a server that subscribes what it creates, as
+// go-imap-sql does.
+func listLines(ev event.Event, oldName, subscribed bool) [][]byte {
+	attrs := ev.Attrs
+	if subscribed && (ev.Kind == event.MailboxCreate || ev.Kind == event.MailboxRename) {
+		attrs = SubscriptionAttrs(ev.Attrs, ev.Subscribed)
+	}
 	switch ev.Kind {
 	case event.MailboxCreate:
-		return [][]byte{ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, "")}
+		return [][]byte{ListLine(attrs, ev.Delimiter, ev.Mailbox, "")}
 	case event.MailboxDelete:
 		return [][]byte{ListLine([]string{AttrNonExistent}, ev.Delimiter, ev.Mailbox, "")}
 	case event.MailboxRename:
 		if oldName {
-			return [][]byte{ListLine(ev.Attrs, ev.Delimiter, ev.Mailbox, ev.OldMailbox)}
+			return [][]byte{ListLine(attrs, ev.Delimiter, ev.Mailbox, ev.OldMailbox)}
 		}
 		var lines [][]byte
 		if !IsInbox(ev.OldMailbox) {
@@ -502,7 +509,7 @@ func mapNotify(p Policy, ev event.Event, view SessionView, own, selected bool) P
 	if !m.Wanted {
 		return nothing(ReasonNotAsked)
 	}
-	return Plan{Action: WriteLines, Lines: listLines(ev, true)}
+	return Plan{Action: WriteLines, Lines: listLines(ev, true, true)}
 }
 
 // StatusGate decides whether a session may be told the STATUS of mailbox
@@ -521,6 +528,20 @@ func StatusGate(p Policy, view SessionView, mailbox, delimiter string, subscribe
 		return Plan{}, true
 	}
 	return nothing(ReasonNotAsked), false
+}
+
+// WantsFlagChange reports whether the session asks to be told of flag
+// changes in mailbox (another than the selected one): a session without
+// NOTIFY does (its STATUS lines follow the policy alone), a NOTIFY session
+// when its deciding group names FlagChange. A STATUS whose only change is
+// a flag-dependent item (StatusView.OnlyFlagsChanged) is a flag change.
+func WantsFlagChange(view SessionView, mailbox, delimiter string, subscribed bool) bool {
+	if view.Notify == nil {
+		return true
+	}
+	facts := MailboxFacts{Name: mailbox, Delimiter: delimiter, Subscribed: subscribed,
+		Selected: view.Selected != "" && SameMailbox(mailbox, view.Selected)}
+	return view.Notify.Match(NotifyFlagChange, facts).Wanted
 }
 
 // NewMessageItems returns the items of the module's FETCH of each new

@@ -444,7 +444,40 @@ func TestMapAnyTime(t *testing.T) {
 	if got := Map(AnyTimePolicy(), ev(event.MessageNew, "Archive", origin(other)), view); got.Action != NeedStatus {
 		t.Errorf("new message in another mailbox, not idling: %s", fmtPlan(got))
 	}
+	notify := SessionView{ID: me, Account: "alice", Notify: &Interest{Groups: []EventGroup{
+		{Filter: Filter{Kind: FilterPersonal}, Events: NewNotifyEvents(NotifyMailboxName)}}}}
+	for _, tt := range []struct {
+		ev   event.Event
+		want string
+	}{
+		{ev(event.MailboxCreate, "new", origin(other), subscribed(true), attrs(`\HasNoChildren`)), `* LIST (\HasNoChildren \Subscribed) "/" "new"`},
+		{ev(event.MailboxCreate, "new", origin(other), attrs(`\HasNoChildren`)), `* LIST (\HasNoChildren) "/" "new"`},
+		{ev(event.MailboxRename, "new", old("old"), origin(other), subscribed(true)), `* LIST (\Subscribed) "/" "new" ("OLDNAME" ("old"))`},
+	} {
+		if got, want := Map(AnyTimePolicy(), tt.ev, notify), (Plan{Action: WriteLines, Lines: lines(tt.want)}); !reflect.DeepEqual(got, want) {
+			t.Errorf("NOTIFY %v: %s, want %s", tt.ev, fmtPlan(got), fmtPlan(want))
+		}
+	}
 	if _, ok := PlainClientsValues()["any-time"]; ok {
 		t.Error("AnyTime is a configuration value")
+	}
+}
+
+// TestWantsFlagChange: a plain session is told flag changes as the policy
+// says; a NOTIFY session when its deciding group names FlagChange.
+func TestWantsFlagChange(t *testing.T) {
+	if !WantsFlagChange(SessionView{ID: me}, "A", "/", false) {
+		t.Error("plain session")
+	}
+	in := &Interest{Groups: []EventGroup{
+		{Filter: Filter{Kind: FilterMailboxes, Mailboxes: []string{"A"}}, Events: NewNotifyEvents(NotifyMessageNew, NotifyMessageExpunge)},
+		{Filter: Filter{Kind: FilterPersonal}, Events: NewNotifyEvents(NotifyMessageNew, NotifyMessageExpunge, NotifyFlagChange)},
+	}}
+	view := SessionView{ID: me, Notify: in}
+	if WantsFlagChange(view, "A", "/", false) {
+		t.Error("A: its group lacks FlagChange")
+	}
+	if !WantsFlagChange(view, "B", "/", false) {
+		t.Error("B: personal names FlagChange")
 	}
 }

@@ -213,6 +213,22 @@ func (v *StatusView) Update(mailbox string, st Status) (line []byte, changed boo
 	return StatusLine(mailbox, v.items, st), true
 }
 
+// OnlyFlagsChanged reports whether st differs from the values last sent
+// for mailbox in flag-dependent items only (UNSEEN, see FlagDependent):
+// false when nothing was sent for it, or when nothing changed.
+func (v *StatusView) OnlyFlagsChanged(mailbox string, st Status) bool {
+	last, ok := v.sent[MailboxKey(mailbox)]
+	if !ok {
+		return false
+	}
+	m := st.masked(v.items)
+	if last == m {
+		return false
+	}
+	m.Unseen = last.Unseen
+	return last == m
+}
+
 // Forget drops what the view remembers about mailbox, so the next Update for
 // it sends a line whatever the values. Call it when the mailbox was deleted,
 // when the session changed it itself (it was not sent a STATUS for its own

@@ -270,3 +270,29 @@ func TestStatusViewApplyListed(t *testing.T) {
 		t.Error("a deleted mailbox is still remembered")
 	}
 }
+
+// TestOnlyFlagsChanged: a STATUS that differs from the last one sent in
+// UNSEEN alone is a flag change; a first value, an equal one or one with
+// another change is not.
+func TestOnlyFlagsChanged(t *testing.T) {
+	v := NewStatusView(StatusItems{StatusMessages, StatusUIDNext, StatusUnseen})
+	st := Status{Messages: 2, UIDNext: 3, Unseen: 2}
+	if v.OnlyFlagsChanged("A", st) {
+		t.Error("nothing sent yet: a flag change")
+	}
+	v.Update("A", st)
+	for _, tt := range []struct {
+		st   Status
+		want bool
+	}{
+		{st, false},
+		{Status{Messages: 2, UIDNext: 3, Unseen: 1}, true},
+		{Status{Messages: 2, UIDNext: 3, Unseen: 1, Recent: 5}, true}, // RECENT is not an item
+		{Status{Messages: 3, UIDNext: 4, Unseen: 3}, false},
+		{Status{Messages: 1, UIDNext: 3, Unseen: 1}, false},
+	} {
+		if got := v.OnlyFlagsChanged("A", tt.st); got != tt.want {
+			t.Errorf("OnlyFlagsChanged(%+v) = %v, want %v", tt.st, got, tt.want)
+		}
+	}
+}

@@ -686,8 +686,9 @@ func (a *account) applyMailboxEventLocked(r *Registry, ev event.Event) {
 		// differs from the account's. One told of a deletion and a
 		// creation (mapping.PlainDraft) learns the new name's state from
 		// the value, handed to every session (each tells its client only
-		// what differs from what it was told).
-		a.addPendingLocked(ev.Mailbox, 0, ev.Time, r.policy.Plain != mapping.PlainDraft)
+		// what differs from what it was told) but the renaming one: its
+		// client made the change and is not told of it.
+		a.addPendingLocked(ev.Mailbox, ev.Origin, ev.Time, r.policy.Plain != mapping.PlainDraft)
 	}
 }
 
@@ -999,6 +1000,30 @@ func (a *account) logout(r *Registry) {
 	a.user = nil
 }
 
+// ListMailboxes lists every mailbox of user (ListMailboxes(false)) with
+// \Subscribed among the attributes of each one the user has subscribed,
+// as the set of mailbox names and NOTIFY's subscribed filter read them:
+// the store's full list does not say which mailboxes are subscribed
+// (go-imap-sql lists subscriptions only with ListMailboxes(true)).
+func ListMailboxes(user backend.User) ([]imap.MailboxInfo, error) {
+	infos, err := user.ListMailboxes(false)
+	if err != nil {
+		return nil, err
+	}
+	subs, err := user.ListMailboxes(true)
+	if err != nil {
+		return nil, err
+	}
+	subscribed := make(map[string]bool, len(subs))
+	for _, info := range subs {
+		subscribed[mapping.MailboxKey(info.Name)] = true
+	}
+	for i, info := range infos {
+		infos[i].Attributes = mapping.SubscriptionAttrs(info.Attributes, subscribed[mapping.MailboxKey(info.Name)])
+	}
+	return infos, nil
+}
+
 // syncNames reads the account's mailbox list. With tell set it tells the
 // sessions what was created or deleted since the list was last known, as
 // LIST lines from no session (origin 0).
@@ -1008,7 +1033,7 @@ func (a *account) syncNames(r *Registry, tell bool) {
 		r.mu.Lock()
 		gen := a.namesGen
 		r.mu.Unlock()
-		infos, err := a.user.ListMailboxes(false)
+		infos, err := ListMailboxes(a.user)
 		if err != nil {
 			r.log.Error("cannot list mailboxes", err, "account", a.name)
 			return

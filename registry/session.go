@@ -804,6 +804,11 @@ func (s *Session) flush(atPoll bool) {
 			if s.view == nil {
 				s.view = mapping.NewStatusView(p.StatusItems)
 			}
+			if s.view.OnlyFlagsChanged(it.mailbox, it.status) && !mapping.WantsFlagChange(view, it.mailbox, it.delimiter, it.subscribed) {
+				// A flag change a NOTIFY client did not ask for (RFC 5465
+				// section 5.1): not told, nor recorded as told.
+				continue
+			}
 			line, changed := s.view.Update(it.mailbox, it.status)
 			if !changed || mapping.SameMailbox(it.mailbox, view.Selected) {
 				continue // recorded; the client knows (or has it SELECTed)

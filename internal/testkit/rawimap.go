@@ -24,10 +24,13 @@ const ExpectTimeout = 5 * time.Second
 // as one string.
 //
 // Every untagged line it reads is checked against RFC 3501's formal syntax
-// (CheckModuleLine) as it arrives, except a command's own answer (isAnswer:
-// maddy's, not the module's): a line storage.notify wrote that fails the
-// check fails the test; of the store's lines that fail, the first is
-// logged and the number reported when the test ends.
+// as it arrives, except a command's own answer (isAnswer: maddy's, not the
+// module's): a line storage.notify wrote that fails the check fails the
+// test; of the store's lines that fail, the first is logged and the number
+// reported when the test ends. Until the connection has sent NOTIFY SET
+// the lines are held to the plain grammar (CheckPlainModuleLine: no LIST
+// extended data such as OLDNAME, which a client that did not ask for
+// NOTIFY cannot parse); from then on to the full one (CheckModuleLine).
 //
 // RawConn is not safe for concurrent use; its methods must be called from
 // the test's goroutine. It is closed when the test ends.
@@ -51,6 +54,7 @@ type RawConn struct {
 	cmdTag   string   // tag of the command Cmd runs, "" if none
 	cmd      string   // that command
 	faults   int      // lines not of the module that failed the syntax check
+	notify   bool     // NOTIFY SET was sent: the full grammar applies
 }
 
 // DialRaw connects to the IMAP server at addr, reads its greeting (which
@@ -119,9 +123,14 @@ func (c *RawConn) Cmd(cmd string) (untagged []string, tagged string) {
 	}
 }
 
-// Send writes line and CRLF. It fails the test on an I/O error.
+// Send writes line and CRLF. It fails the test on an I/O error. A line
+// that is a NOTIFY SET command switches the syntax check to the full
+// grammar for the rest of the connection.
 func (c *RawConn) Send(line string) {
 	c.t.Helper()
+	if notifySetRe.MatchString(line) {
+		c.notify = true
+	}
 	c.conn.SetWriteDeadline(time.Now().Add(c.Timeout))
 	if _, err := c.conn.Write([]byte(line + "\r\n")); err != nil {
 		c.t.Fatalf("testkit: send %q: %v", line, err)
@@ -156,7 +165,7 @@ func (c *RawConn) check(line string) {
 	if c.cmdTag != "" && isAnswer(c.cmd, line) {
 		return
 	}
-	src, err := lineError(line, false)
+	src, err := lineError(line, !c.notify)
 	if err == nil {
 		return
 	}
@@ -208,6 +217,13 @@ func (c *RawConn) readConn(timeout time.Duration) (string, error) {
 		return line, nil
 	}
 }
+
+// notifySetRe matches a tagged NOTIFY SET command line.
+var notifySetRe = regexp.MustCompile(`(?i)^[^ ]+ NOTIFY SET[ (]`)
+
+// Notify reports whether the connection has sent NOTIFY SET, so that its
+// lines are held to the full grammar rather than the plain one.
+func (c *RawConn) Notify() bool { return c.notify }
 
 // literalRe matches a literal announcement ("{n}" or the non-synchronizing
 // "{n+}") at the end of a line.

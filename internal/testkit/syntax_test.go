@@ -114,3 +114,33 @@ func TestRawConnChecksLines(t *testing.T) {
 		t.Fatalf("during IDLE: errors %q, want a second one for the FETCH line", r.errors)
 	}
 }
+
+// TestRawConnPlainUntilNotify: a connection that has not sent NOTIFY SET
+// is held to the plain grammar (a LIST with OLDNAME fails), one that has
+// to the full grammar (the same line passes).
+func TestRawConnPlainUntilNotify(t *testing.T) {
+	renamed := `* LIST (\HasNoChildren) "/" "B" ("OLDNAME" ("A"))`
+	addr := fakeServer(t,
+		step{send: "* OK fake\r\n"},
+		step{want: []string{"T1 NOOP"}, send: renamed + "\r\nT1 OK done\r\n"},
+		step{want: []string{"T2 NOTIFY SET (personal (MailboxName))"}, send: "T2 OK done\r\n"},
+		step{want: []string{"T3 NOOP"}, send: renamed + "\r\nT3 OK done\r\n"},
+	)
+	r := &recordTB{TB: t}
+	c := DialRaw(r, addr)
+	if c.Notify() {
+		t.Fatal("Notify before NOTIFY SET")
+	}
+	c.Cmd("NOOP")
+	if len(r.errors) != 1 || !strings.Contains(r.errors[0], "no extended data") {
+		t.Fatalf("plain session: errors %q, want one for the OLDNAME line", r.errors)
+	}
+	c.Cmd("NOTIFY SET (personal (MailboxName))")
+	if !c.Notify() {
+		t.Fatal("not Notify after NOTIFY SET")
+	}
+	c.Cmd("NOOP")
+	if len(r.errors) != 1 {
+		t.Fatalf("NOTIFY session: errors %q, want the OLDNAME line accepted", r.errors)
+	}
+}
