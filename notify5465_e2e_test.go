@@ -13,6 +13,24 @@ import (
 	"github.com/maddy-notify/maddy-notify/internal/testkit"
 )
 
+// initialStatus is the line NOTIFY SET STATUS writes for mailbox (wire
+// form) with these values: MESSAGES, UIDNEXT, UIDVALIDITY (the store's,
+// read by a STATUS command of a session of its own) and UNSEEN.
+func initialStatus(t *testing.T, srv *testkit.Server, wire string, messages, uidNext, unseen int) string {
+	t.Helper()
+	c := rawLogin(t, srv, user)
+	defer c.Close()
+	untagged := mustCmd(t, c, "STATUS "+wire+" (UIDVALIDITY)")
+	var v int
+	if len(untagged) != 1 {
+		t.Fatalf("STATUS %s (UIDVALIDITY): %q", wire, untagged)
+	}
+	if _, err := fmt.Sscanf(untagged[0][strings.LastIndex(untagged[0], "UIDVALIDITY "):], "UIDVALIDITY %d)", &v); err != nil {
+		t.Fatalf("STATUS %s (UIDVALIDITY): %q: %v", wire, untagged[0], err)
+	}
+	return fmt.Sprintf("* STATUS %s (MESSAGES %d UIDNEXT %d UIDVALIDITY %d UNSEEN %d)", wire, messages, uidNext, v, unseen)
+}
+
 // notifyCmd sends NOTIFY args and returns the untagged lines before its
 // tagged response, failing the test unless that starts with want ("OK",
 // "NO", "BAD").
@@ -37,7 +55,9 @@ func TestNotifyAuthenticatedState(t *testing.T) {
 	d := storeDelimiter(t, b)
 
 	got, _ := notifyCmd(t, b, "SET STATUS (personal (MessageNew MessageExpunge MailboxName SubscriptionChange))", "OK")
-	want := []string{status("INBOX", 0, 1, 0), status(`"Archive"`, 0, 1, 0)} // the store's LIST order
+	// The store's LIST order; MESSAGES, UIDNEXT and UIDVALIDITY, as RFC
+	// 5465 section 3.1 requires, then the configured UNSEEN.
+	want := []string{initialStatus(t, srv, "INBOX", 0, 1, 0), initialStatus(t, srv, `"Archive"`, 0, 1, 0)}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("NOTIFY SET STATUS: %q, want %q", got, want)
 	}

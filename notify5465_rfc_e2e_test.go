@@ -86,7 +86,7 @@ func TestNotify5465Section31Examples(t *testing.T) {
 	// S: * STATUS Lists/Lemonade (...)
 	// S: b OK done
 	got, tagged := notifyCmd(t, b, "SET STATUS (selected (MessageNew "+fetchAtt+" MessageExpunge)) (subtree Lists (MessageNew MessageExpunge))", "OK")
-	if want := []string{status(`"Lists"`, 0, 1, 0), status(`"`+lemonade+`"`, 1, 2, 1)}; fmt.Sprint(got) != fmt.Sprint(want) {
+	if want := []string{initialStatus(t, srv, `"Lists"`, 0, 1, 0), initialStatus(t, srv, `"`+lemonade+`"`, 1, 2, 1)}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("NOTIFY SET STATUS: %q, want %q", got, want)
 	}
 	if tagged != "OK NOTIFY completed" {
@@ -160,7 +160,7 @@ func TestNotify5465FairEmail(t *testing.T) {
 	rawSelect(t, b, "INBOX")
 
 	got, _ := notifyCmd(t, b, "SET STATUS (selected (MessageNew (uid) MessageExpunge FlagChange)) (subscribed (MessageNew MessageExpunge FlagChange))", "OK")
-	if want := []string{status(`"Sub"`, 1, 2, 1)}; fmt.Sprint(got) != fmt.Sprint(want) {
+	if want := []string{initialStatus(t, srv, `"Sub"`, 1, 2, 1)}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("NOTIFY SET STATUS: %q, want %q", got, want)
 	}
 	b.Idle()

@@ -48,7 +48,7 @@ func (u *User) initialStatus(session *registry.Session, in mapping.Interest) ([]
 		return nil, err
 	}
 	selected := session.Selected()
-	items := u.reg.Policy().StatusItems.Request()
+	items := mapping.InitialStatusItems(u.reg.Policy().StatusItems).Request()
 	var out []registry.InitialStatus
 	for _, info := range infos {
 		if mapping.HasAttr(info.Attributes, imap.NoSelectAttr) || mapping.HasAttr(info.Attributes, mapping.AttrNonExistent) {

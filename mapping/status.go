@@ -321,3 +321,17 @@ func (v *StatusView) ApplyListed(ev event.Event, session uint64) {
 // Len returns the number of mailboxes the view remembers (for metrics and
 // tests).
 func (v *StatusView) Len() int { return len(v.sent) }
+
+// InitialStatusItems are the items of the STATUS lines that NOTIFY SET
+// STATUS writes before its tagged OK: MESSAGES, UIDNEXT and UIDVALIDITY,
+// which RFC 5465 section 3.1 requires, then the other configured items in
+// their order.
+func InitialStatusItems(items StatusItems) StatusItems {
+	out := StatusItems{StatusMessages, StatusUIDNext, StatusUIDValidity}
+	for _, it := range items {
+		if it != StatusMessages && it != StatusUIDNext && it != StatusUIDValidity {
+			out = append(out, it)
+		}
+	}
+	return out
+}

@@ -280,11 +280,14 @@ func (s *Session) setNotify(in mapping.Interest, initial []InitialStatus) error 
 		if s.view == nil {
 			s.view = mapping.NewStatusView(s.reg.policy.StatusItems)
 		}
+		// With the items RFC 5465 requires there; the view records the
+		// values of the items it tells later.
+		items := mapping.InitialStatusItems(s.reg.policy.StatusItems)
 		lines := make([][]byte, 0, len(initial))
 		for _, st := range initial {
 			s.view.Forget(st.Mailbox)
-			line, _ := s.view.Update(st.Mailbox, st.Status)
-			lines = append(lines, line)
+			s.view.Update(st.Mailbox, st.Status)
+			lines = append(lines, mapping.StatusLine(st.Mailbox, items, st.Status))
 		}
 		if err := s.out.Write(lines); err != nil {
 			return err
