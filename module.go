@@ -325,9 +325,9 @@ func (s *Store) wrapUser(u backend.User) *hooks.User {
 		if s.cli != nil {
 			pub = s.cli
 		}
-		return hooks.WrapUser(u, nil, pub, s.lastID.Add(1), s.stall)
+		return hooks.WrapUser(u, nil, pub, s.lastID.Add(1), s.stall).WithLog(s.log)
 	}
-	return hooks.WrapUser(u, s.reg, s.bus, s.lastID.Add(1), s.stall)
+	return hooks.WrapUser(u, s.reg, s.bus, s.lastID.Add(1), s.stall).WithLog(s.log)
 }
 
 // IMAPExtensions returns the inner storage's extensions unchanged.

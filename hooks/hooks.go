@@ -32,6 +32,7 @@ import (
 	sortthread "github.com/emersion/go-imap-sortthread"
 	"github.com/emersion/go-imap/backend"
 	namespace "github.com/foxcpp/go-imap-namespace"
+	"github.com/foxcpp/maddy/framework/log"
 
 	"github.com/maddy-notify/maddy-notify/event"
 	"github.com/maddy-notify/maddy-notify/mapping"
@@ -74,6 +75,7 @@ type User struct {
 	session *registry.Session
 	guard   *stallGuard // of the session's connection
 	out     *connOut    // the session's writer to its connection
+	log     log.Logger  // WithLog; maddy's default logger until then
 }
 
 var (
@@ -119,6 +121,13 @@ func WrapUser(u backend.User, reg *registry.Registry, pub Publisher, id uint64, 
 		stall = DefaultStallTimeout
 	}
 	return &User{inner: u, reg: reg, pub: pub, id: id, stall: stall}
+}
+
+// WithLog makes u log with l (the module's logger) and returns u. Call it
+// before u is used.
+func (u *User) WithLog(l log.Logger) *User {
+	u.log = l
+	return u
 }
 
 // Inner returns the wrapped user.
@@ -214,7 +223,11 @@ func (u *User) SetSubscribed(mbox string, subscribed bool) error {
 		return err
 	}
 	if u.pub != nil {
-		infos, _ := u.listAll()
+		infos, err := u.listAll()
+		if err != nil {
+			u.log.Error("cannot list mailboxes after SUBSCRIBE; no LIST line for it", err,
+				"account", u.inner.Username(), "mailbox", mbox)
+		}
 		// go-imap-sql answers OK to SUBSCRIBE of a mailbox that does not
 		// exist and keeps nothing: there is nothing to tell.
 		if info, ok := infos[mapping.MailboxKey(mbox)]; ok {
@@ -288,13 +301,16 @@ func (u *User) hierarchyChange(op func() error, ren *rename) error {
 	}
 	before, err := u.listAll()
 	if err != nil {
-		return op() // no events, but the client's command is not ours to fail
+		// No events, but the client's command is not ours to fail.
+		u.log.Error("cannot list mailboxes before a mailbox change; no LIST lines for it", err, "account", u.inner.Username())
+		return op()
 	}
 	if err := op(); err != nil {
 		return err
 	}
 	after, err := u.listAll()
 	if err != nil {
+		u.log.Error("cannot list mailboxes after a mailbox change; no LIST lines for it", err, "account", u.inner.Username())
 		return nil
 	}
 	renamed := map[string]bool{}
