@@ -639,18 +639,7 @@ loop:
 		}
 	}
 	progress.Stop()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	var total soakCounts
-	for i := range stats {
-		total.add(stats[i].snapshot())
-	}
-	t.Logf("actors done: %v", total)
-	if total.ok == 0 {
-		t.Fatal("no change succeeded")
-	}
+	actorsDone(t, "actors", errs, stats)
 
 	// Let the last notifications land, then compare every view with the
 	// store.
@@ -1107,4 +1096,24 @@ func TestSoakConcurrentMailboxChanges(t *testing.T) {
 		}()
 	}
 	checkFocusedSoak(t, srv, &wg, errs, l, view)
+}
+
+// actorsDone closes errs, fails the test with each error the actors sent,
+// logs what they did in all (who: "actors", "writers") and fails it if no
+// change succeeded.
+func actorsDone(t *testing.T, who string, errs chan error, stats []soakStats) soakCounts {
+	t.Helper()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	var total soakCounts
+	for i := range stats {
+		total.add(stats[i].snapshot())
+	}
+	t.Logf("%s done: %v", who, total)
+	if total.ok == 0 {
+		t.Fatal("no change succeeded")
+	}
+	return total
 }

@@ -253,18 +253,7 @@ func TestSoakNumbering(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	var total soakCounts
-	for i := range stats {
-		total.add(stats[i].snapshot())
-	}
-	t.Logf("writers done: %v", total)
-	if total.ok == 0 {
-		t.Fatal("no change succeeded")
-	}
+	actorsDone(t, "writers", errs, stats)
 
 	var ls []*listener
 	for _, s := range listeners {
