@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -270,7 +271,7 @@ func (r *Registry) newAccount(acct string) (a *account) {
 		return a
 	}
 	a.syncNames(r, false)
-	scope, err := a.scopeMailboxes(r)
+	scope, err := a.scopeMailboxes(r, true)
 	if err != nil {
 		r.log.Error("cannot list mailboxes", err, "account", acct)
 		a.baseline = true
@@ -780,7 +781,7 @@ func (a *account) work(r *Registry) {
 		var scope []string
 		if baseline || reconcile || resync != nil {
 			var err error
-			if scope, err = a.scopeMailboxes(r); err != nil {
+			if scope, err = a.scopeMailboxes(r, baseline || relist); err != nil {
 				r.log.Error("cannot list mailboxes", err, "account", a.name)
 			}
 		}
@@ -1085,17 +1086,37 @@ func (a *account) syncNames(r *Registry, tell bool) {
 }
 
 // scopeMailboxes lists the mailboxes whose STATUS the policy sends.
-func (a *account) scopeMailboxes(r *Registry) ([]string, error) {
+//
+// fresh says the account's mailbox list was read from the store just now
+// (syncNames), so that it can stand in for another listing.
+func (a *account) scopeMailboxes(r *Registry, fresh bool) ([]string, error) {
 	switch r.policy.StatusMailboxes {
 	case mapping.NoMailboxes:
 		return nil, nil
 	case mapping.Inboxes:
 		return []string{"INBOX"}, nil
 	}
-	infos, err := a.user.ListMailboxes(r.policy.StatusMailboxes == mapping.SubscribedMailboxes)
-	if err != nil {
-		return nil, fmt.Errorf("list mailboxes: %w", err)
+	subscribedOnly := r.policy.StatusMailboxes == mapping.SubscribedMailboxes
+	// The account's list, just read, says as much as the store would
+	// (ListMailboxes marks \Subscribed): the store lists every mailbox
+	// with a query per mailbox (go-imap-sql), which an account of 10,000
+	// mailboxes feels.
+	r.mu.Lock()
+	var infos []imap.MailboxInfo
+	known := fresh && a.names != nil
+	for _, info := range a.names {
+		if known && (!subscribedOnly || mapping.IsSubscribed(info.Attributes)) {
+			infos = append(infos, info)
+		}
 	}
+	r.mu.Unlock()
+	if !known {
+		var err error
+		if infos, err = a.user.ListMailboxes(subscribedOnly); err != nil {
+			return nil, fmt.Errorf("list mailboxes: %w", err)
+		}
+	}
+	sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
 	names := make([]string, 0, len(infos))
 	for _, info := range infos {
 		if mapping.HasAttr(info.Attributes, imap.NoSelectAttr) {
