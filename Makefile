@@ -39,7 +39,7 @@ SOAK         ?= 5m
 SOAK_TIMEOUT ?= 60m
 soak: build
 	NOTIFY_SOAK=$(SOAK) NOTIFY_SOAK_SEED=$(SOAK_SEED) MADDY_NOTIFY_BINARY=$(abspath $(BINARY)) \
-		$(GO) test -race -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak' -v .
+		$(GO) test -race -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak' -v ./tests
 
 vet:
 	$(GO) vet ./...

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 
-package notify_test
+package tests
 
 // End-to-end tests of RFC 5465 NOTIFY: the exchanges of the RFC's section
 // 3.1 and the commands real clients (FairEmail, Evolution) send, with the

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 
-package notify_test
+package tests
 
 // A command pipelined after IDLE's DONE. go-imap v1 (and foxcpp's fork that
 // maddy 0.8.2 builds with) reads DONE with a bufio.Scanner of its own and

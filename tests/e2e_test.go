@@ -1,4 +1,4 @@
-package notify_test
+package tests
 
 // End-to-end tests: each test starts its own maddy process (the full maddy
 // v0.8.2 CLI with storage.notify linked in, see internal/testkit.Binary) and

@@ -1,4 +1,4 @@
-package notify_test
+package tests
 
 // Multi-instance end-to-end tests: two maddy processes, A and B, whose
 // storage.imapsql blocks share one PostgreSQL database (driver postgres)

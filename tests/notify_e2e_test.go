@@ -1,4 +1,4 @@
-package notify_test
+package tests
 
 // End-to-end tests of the notifications themselves: each test starts its own
 // maddy whose IMAP and SMTP endpoints use a storage.notify block, drives one

@@ -1,4 +1,4 @@
-package notify_test
+package tests
 
 // Robustness end-to-end tests: what an operator with thousands of clients,
 // some broken or hostile, can rely on. Each test starts its own maddy and

@@ -1,4 +1,4 @@
-package notify_test
+package tests
 
 // End-to-end tests of the module's Prometheus metrics: maddy runs with an
 // `openmetrics` endpoint on a loopback port, the tests change mailboxes

@@ -1,4 +1,4 @@
-package notify_test
+package tests
 
 // The consistency soak: acting sessions change an account at random
 // (APPEND, COPY, MOVE, STORE, EXPUNGE, CREATE, DELETE, RENAME, SUBSCRIBE

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 
-package notify_test
+package tests
 
 // The numbering soak: writer sessions change one account's listened
 // mailboxes at once, unserialised (APPEND, COPY, MOVE, STORE, EXPUNGE), on

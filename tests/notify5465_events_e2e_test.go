@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 
-package notify_test
+package tests
 
 // End-to-end tests of RFC 5465 NOTIFY's events, its refusals, NOTIFY NONE
 // and NOTIFY before login.

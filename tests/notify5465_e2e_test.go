@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 
-package notify_test
+package tests
 
 // End-to-end tests of RFC 5465 NOTIFY: a client that asks is told what it
 // asked for, in authenticated and selected state, with or without IDLE.

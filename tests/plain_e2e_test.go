@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 
-package notify_test
+package tests
 
 // End-to-end tests of what clients that do not send NOTIFY are told under
 // each plain_clients value, and of the IDLE keepalive.

@@ -1,4 +1,4 @@
-package notify_test
+package tests
 
 // maddy's CLI (imap-mboxes, imap-msgs) run next to a running server: the
 // real build/maddy binary with --config and no --cfg-block, on the

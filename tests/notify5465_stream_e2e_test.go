@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 
-package notify_test
+package tests
 
 // End-to-end tests of what a NOTIFY session's byte stream holds when the
 // module writes to it at any time: COMPRESS=DEFLATE under concurrent
