@@ -252,9 +252,11 @@ func (p *Postgres) send() {
 		case <-p.stop:
 			return
 		case m := <-p.outbound:
-			payload, err := encodeMessage(m)
+			payload, err := encodeNotification(m, p.log)
 			if err != nil {
-				p.log.Error("broker: cannot encode", err)
+				p.dropped.Add(1)
+				p.metrics.BrokerDropped()
+				p.log.Error("broker: cannot send a notification to other instances", err)
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -267,6 +269,37 @@ func (p *Postgres) send() {
 			}
 		}
 	}
+}
+
+// maxPayload is the longest NOTIFY payload PostgreSQL accepts: it refuses
+// payloads of 8000 bytes or more.
+const maxPayload = 7999
+
+// encodeNotification encodes m for pg_notify. A message too long for a
+// notification must not be lost to the other instances: an event is sent
+// without its UIDs, flags and attributes (which an event may leave
+// unknown), and when it is still too long (a very long mailbox name) as a
+// Reconcile of its account, so that the other instances catch up by
+// state. Either is logged. Only a message that does not fit even so (a
+// Reconcile of an account name near 8000 bytes) is an error.
+func encodeNotification(m message, logger log.Logger) ([]byte, error) {
+	payload, err := encodeMessage(m)
+	if err != nil || len(payload) <= maxPayload || m.Event == nil {
+		if err == nil && len(payload) > maxPayload {
+			err = fmt.Errorf("bus: notification of %d bytes is too long for PostgreSQL (%d at most)", len(payload), maxPayload)
+		}
+		return payload, err
+	}
+	ev := *m.Event
+	ev.UIDs, ev.Flags, ev.Attrs = nil, nil, nil
+	if payload, err = encodeMessage(message{Instance: m.Instance, Event: &ev}); err == nil && len(payload) <= maxPayload {
+		logger.Msg("broker: notification too long, sent without UIDs, flags and attributes",
+			"kind", ev.Kind.String(), "account", ev.Account)
+		return payload, nil
+	}
+	logger.Msg("broker: notification too long, other instances reconcile the account instead",
+		"kind", ev.Kind.String(), "account", ev.Account)
+	return encodeNotification(message{Instance: m.Instance, Reconcile: ev.Account}, logger)
 }
 
 func (p *Postgres) enqueue(m message) {

@@ -341,9 +341,9 @@ func (p *PostgresSender) Reconcile(account string) {
 
 func (p *PostgresSender) send(m message) {
 	m.Instance = p.instance
-	payload, err := encodeMessage(m)
+	payload, err := encodeNotification(m, p.log)
 	if err != nil {
-		p.log.Error("broker: cannot encode", err)
+		p.log.Error("broker: cannot send; the change is made, but IDLE sessions were not notified", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), socketWriteTimeout)
