@@ -1206,6 +1206,15 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 		uniq = append(uniq, j)
 	}
 	batchStart := time.Now()
+	// Which mailboxes the account's list holds before their values are
+	// read: one that leaves it meanwhile was deleted or renamed away.
+	listed := make(map[string]bool, len(uniq))
+	r.mu.Lock()
+	for _, j := range uniq {
+		key := mapping.MailboxKey(j.mailbox)
+		_, listed[key] = a.names[key]
+	}
+	r.mu.Unlock()
 	batch := a.batchStatuses(r, len(uniq))
 	batchEnd := time.Now()
 	for _, j := range uniq {
@@ -1229,12 +1238,14 @@ func (a *account) query(r *Registry, jobs []statusJob, resync []*Session, since 
 			continue
 		}
 		r.mu.Lock()
-		if _, exists := a.names[key]; a.names != nil && !exists {
+		if _, exists := a.names[key]; listed[key] && !exists {
 			// Deleted (or renamed away) while it was read: its sessions
 			// were or are being told so, and a STATUS of it after that
 			// would contradict the LIST. The value is queued, below,
 			// under the same hold of mu as this check, so that it can
-			// only come before such a LIST, never after.
+			// only come before such a LIST, never after. (A mailbox the
+			// list did not hold before either is not judged by it: the
+			// store has just read it.)
 			r.mu.Unlock()
 			continue
 		}
