@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -129,11 +130,71 @@ func NewPostgres(o Options, sink Sink, logger log.Logger) (*Postgres, error) {
 	}
 	p.state.Store(int32(StateConnecting))
 	p.metrics.BrokerConnected(false)
-	p.listener = pq.NewListener(o.DSN, o.MinReconnect, o.MaxReconnect, p.listenerEvent)
+	p.listener = pq.NewDialListener(listenDialer{p}, o.DSN, o.MinReconnect, o.MaxReconnect, p.listenerEvent)
 	p.goSafe("listen", p.listen)
 	p.goSafe("receive", p.receive)
 	p.goSafe("send", p.send)
 	return p, nil
+}
+
+// listenDialer dials the listener's connections so that Close ends them
+// all: lib/pq's Listener, woken from its wait between two attempts, connects
+// again even after it was closed, and would then listen for ever. Once the
+// bus is stopping, dials fail and the connections dialed are closed.
+type listenDialer struct{ p *Postgres }
+
+func (d listenDialer) Dial(network, address string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, address)
+}
+
+func (d listenDialer) DialTimeout(network, address string, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return d.DialContext(ctx, network, address)
+}
+
+func (d listenDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-d.p.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-d.p.stop:
+		c.Close()
+		return nil, errors.New("bus: postgres: closed")
+	default:
+	}
+	sc := &stoppableConn{Conn: c, done: make(chan struct{})}
+	go func() {
+		select {
+		case <-d.p.stop:
+			sc.Conn.Close()
+		case <-sc.done:
+		}
+	}()
+	return sc, nil
+}
+
+// stoppableConn is a listener connection that the bus closes on Close.
+type stoppableConn struct {
+	net.Conn
+	once sync.Once
+	done chan struct{}
+}
+
+func (c *stoppableConn) Close() error {
+	c.once.Do(func() { close(c.done) })
+	return c.Conn.Close()
 }
 
 func looksLikeURL(dsn string) bool {

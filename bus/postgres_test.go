@@ -6,6 +6,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
 	"net"
 	"reflect"
 	"strings"
@@ -483,4 +484,101 @@ func TestWireRoundTrip(t *testing.T) {
 	if _, err := decodeMessage([]byte(`{"i":"inst"}`)); err != errEmptyMessage {
 		t.Errorf("an empty message decoded with %v, want errEmptyMessage", err)
 	}
+}
+
+// gate is a TCP proxy to the PostgreSQL server of dsn that closes every
+// connection at once until it is opened.
+type gate struct {
+	l    net.Listener
+	mu   sync.Mutex
+	open bool
+	conn []net.Conn
+}
+
+func newGate(t *testing.T, dsn string) (*gate, string) {
+	t.Helper()
+	host, port := "127.0.0.1", "5432"
+	for _, kv := range strings.Fields(dsn) {
+		if v, ok := strings.CutPrefix(kv, "host="); ok {
+			host = v
+		} else if v, ok := strings.CutPrefix(kv, "port="); ok {
+			port = v
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gate{l: l}
+	t.Cleanup(g.close)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			g.mu.Lock()
+			open := g.open
+			g.mu.Unlock()
+			if !open {
+				c.Close()
+				continue
+			}
+			s, err := net.Dial("tcp", net.JoinHostPort(host, port))
+			if err != nil {
+				c.Close()
+				continue
+			}
+			g.mu.Lock()
+			g.conn = append(g.conn, c, s)
+			g.mu.Unlock()
+			go func() { io.Copy(s, c); s.Close() }()
+			go func() { io.Copy(c, s); c.Close() }()
+		}
+	}()
+	return g, fmt.Sprintf("%s host=127.0.0.1 port=%d", dsn, l.Addr().(*net.TCPAddr).Port)
+}
+
+func (g *gate) setOpen() {
+	g.mu.Lock()
+	g.open = true
+	g.mu.Unlock()
+}
+
+func (g *gate) close() {
+	g.l.Close()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, c := range g.conn {
+		c.Close()
+	}
+}
+
+// A Close while the broker waits to retry a failed connection ends it for
+// good: when PostgreSQL becomes reachable right after, no connection of the
+// closed broker is opened and no goroutine of it stays.
+func TestPostgresCloseWhileRetrying(t *testing.T) {
+	dsn := testkit.Postgres(t)
+	db := pgAdmin(t, dsn)
+	g, gated := newGate(t, dsn)
+	before := brokerGoroutines()
+	logger, logs := testLogger()
+	p, err := NewPostgres(Options{
+		DSN:          gated + " application_name=bus_test_retry",
+		MinReconnect: 300 * time.Millisecond,
+		MaxReconnect: 300 * time.Millisecond,
+	}, &fakeSink{}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a failed connection attempt", func() bool {
+		return strings.Contains(logs.String(), "broker connection attempt failed")
+	})
+	g.setOpen()
+	p.Close()
+	time.Sleep(600 * time.Millisecond) // past the retry
+	if n := listeners(t, db, "bus_test_retry"); n != 0 {
+		t.Errorf("%d LISTEN connections of the closed broker", n)
+	}
+	waitGoroutines(t, before)
 }
