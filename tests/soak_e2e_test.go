@@ -583,15 +583,7 @@ func TestSoak(t *testing.T) {
 	// FETCH (UID ...) of new messages to compare).
 	bareStore := os.Getenv(soakStoreEnv) == "bare"
 	srv := startSoakServer(t, bareStore)
-	setup := testkit.DialClient(t, srv.Addr("imap"), user, pass)
-	for _, box := range soakPersistent[1:] {
-		mustOK(t, "CREATE "+box, setup.Create(box, nil).Wait())
-	}
-	for i, box := range soakPersistent {
-		for j := 0; j < 3; j++ {
-			appendMsg(t, setup, box, fmt.Sprintf("seed %d %d", i, j))
-		}
-	}
+	seedSoakBoxes(t, srv, soakPersistent, 3)
 
 	type soakListener struct {
 		l    *listener
@@ -1116,4 +1108,19 @@ func actorsDone(t *testing.T, who string, errs chan error, stats []soakStats) so
 		t.Fatal("no change succeeded")
 	}
 	return total
+}
+
+// seedSoakBoxes creates boxes but the first (INBOX) and appends perBox
+// messages to each.
+func seedSoakBoxes(t *testing.T, srv *testkit.Server, boxes []string, perBox int) {
+	t.Helper()
+	setup := testkit.DialClient(t, srv.Addr("imap"), user, pass)
+	for _, box := range boxes[1:] {
+		mustOK(t, "CREATE "+box, setup.Create(box, nil).Wait())
+	}
+	for _, box := range boxes {
+		for j := 0; j < perBox; j++ {
+			appendMsg(t, setup, box, fmt.Sprintf("seed %s %d", box, j))
+		}
+	}
 }

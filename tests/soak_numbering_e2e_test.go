@@ -207,15 +207,7 @@ func TestSoakNumbering(t *testing.T) {
 	bareStore := os.Getenv(soakStoreEnv) == "bare"
 	t.Logf("numbering soak of %v with seed %d, bare store: %v", duration, seed, bareStore)
 	srv := startSoakServer(t, bareStore)
-	setup := testkit.DialClient(t, srv.Addr("imap"), user, pass)
-	for _, box := range numberingBoxes[1:] {
-		mustOK(t, "CREATE "+box, setup.Create(box, nil).Wait())
-	}
-	for _, box := range numberingBoxes {
-		for j := 0; j < 5; j++ {
-			appendMsg(t, setup, box, fmt.Sprintf("seed %s %d", box, j))
-		}
-	}
+	seedSoakBoxes(t, srv, numberingBoxes, 5)
 
 	type numberingListener struct {
 		l     *listener
