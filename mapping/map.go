@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/emersion/go-imap"
-
 	"github.com/maddy-notify/maddy-notify/event"
 )
 
@@ -282,10 +280,10 @@ const (
 	NeedStatus
 	// NeedFetchNew: new messages arrived in the selected mailbox. After the
 	// store has sent EXISTS (go-imap-mess, in the session's Poll/Idle), and
-	// never from inside the store's SendUpdate callback (DESIGN.md trap 2),
-	// fetch Policy.FetchItems.Request() for Plan.UIDs — or, when Plan.UIDs
-	// is empty (the UIDs are unknown), for the UIDs above the last one the
-	// session knew — and write FetchLine for each message.
+	// never from inside the store's SendUpdate callback (go-imap-mess holds
+	// its handle lock there, which reading the mailbox needs), read
+	// Plan.Fetch.Request() for the messages the session was announced and
+	// not yet sent a FETCH for, and write FetchLine for each.
 	NeedFetchNew
 	// WriteLines: write Plan.Lines, in order.
 	WriteLines
@@ -336,21 +334,22 @@ type Plan struct {
 	// Mailbox is the mailbox to query, for NeedStatus and NeedFetchNew
 	// (the event's UTF-8 name).
 	Mailbox string
-	// UIDs are the new messages for NeedFetchNew, when the event knew them
-	// (shared with the event: do not modify).
-	UIDs []uint32
 	// Lines are complete responses (ending in CRLF) for WriteLines.
 	Lines [][]byte
-	// Fetch, for NeedFetchNew of a NOTIFY session, are the items of its
-	// MessageNew fetch-att list (nil: Policy.FetchItems). Shared with the
-	// Interest: do not modify.
-	Fetch []imap.FetchItem
+	// Fetch, for NeedFetchNew, are the items written after UID in the FETCH
+	// of each new message: Policy.FetchItems for a plain session, the
+	// MessageNew fetch-att list of a NOTIFY session (NotifyFetchItems).
+	Fetch FetchItems
 }
 
 func nothing(reason string) Plan { return Plan{Action: Nothing, Reason: reason} }
 
 // Map decides what the session described by view must be told about ev under
-// policy p, following the table of DESIGN.md:
+// policy p. It is the one place that decides what a session is told: the
+// registry asks it for every mailbox event in a session's queue, for every
+// new STATUS value of a mailbox (MapStatus) and for the new messages of the
+// selected mailbox (MapNewMessages). It follows the table of
+// docs/notifications.md:
 //
 //   - Nothing for an invalid event, another account's event, or a kind not in
 //     p.Events.
@@ -369,6 +368,8 @@ func nothing(reason string) Plan { return Plan{Action: Nothing, Reason: reason} 
 //     the account, the one that has the mailbox selected included (the draft
 //     has no selected-mailbox form for them; a LIST never disturbs sequence
 //     numbers). p.StatusMailboxes does not apply to LIST.
+//   - A session that sent NOTIFY (view.Notify) is told what its Interest
+//     asks for instead, in the forms of RFC 5465 (mapNotify).
 //
 // Map is pure; the caller applies the Plan (and StatusView.Apply) from the
 // session's own goroutine.
@@ -397,7 +398,7 @@ func Map(p Policy, ev event.Event, view SessionView) Plan {
 			if len(p.FetchItems) == 0 {
 				return Plan{Action: SelectedHandledByStore, Reason: ReasonNoFetchItems}
 			}
-			return Plan{Action: NeedFetchNew, Mailbox: ev.Mailbox, UIDs: ev.UIDs}
+			return Plan{Action: NeedFetchNew, Mailbox: ev.Mailbox, Fetch: p.FetchItems}
 		}
 		if own {
 			return nothing(ReasonOwnChange)
@@ -428,10 +429,30 @@ func Map(p Policy, ev event.Event, view SessionView) Plan {
 	if own {
 		return nothing(ReasonOwnChange)
 	}
-	if plan, ok := PlainGate(p, view); !ok {
+	if plan, ok := plainGate(p, view); !ok {
 		return plan
 	}
-	return Plan{Action: WriteLines, Lines: listLines(ev, p.Plain == AnyTime, false)}
+	return Plan{Action: WriteLines, Lines: listLines(ev, TellsOldName(p, view), false)}
+}
+
+// TellsOldName reports whether the session is told of a rename with
+// OLDNAME (RFC 5465), knowing that the mailbox's children moved with it: a
+// NOTIFY session, and a session told at any time (AnyTime). A plain
+// session is told the old name's \NonExistent and the new name's LIST.
+func TellsOldName(p Policy, view SessionView) bool {
+	return view.Notify != nil || p.Plain == AnyTime
+}
+
+// TellsNow reports whether the session may be told about mailboxes other
+// than its selected one (STATUS, LIST) now: a NOTIFY session at any time,
+// a plain session as plain_clients says (plainGate). What may not be told
+// now waits (Defer).
+func TellsNow(p Policy, view SessionView) bool {
+	if view.Notify != nil {
+		return true
+	}
+	_, ok := plainGate(p, view)
+	return ok
 }
 
 // listLines are the LIST lines of a mailbox event. LIST extended data
@@ -489,7 +510,7 @@ func mapNotify(p Policy, ev event.Event, view SessionView, own, selected bool) P
 			if len(m.Fetch) == 0 {
 				return Plan{Action: SelectedHandledByStore, Reason: ReasonNotifyNoFetch}
 			}
-			return Plan{Action: NeedFetchNew, Mailbox: ev.Mailbox, UIDs: ev.UIDs, Fetch: m.Fetch}
+			return Plan{Action: NeedFetchNew, Mailbox: ev.Mailbox, Fetch: NotifyFetchItems(m.Fetch)}
 		case selected:
 			return Plan{Action: SelectedHandledByStore, Reason: ReasonStore}
 		case own:
@@ -512,82 +533,8 @@ func mapNotify(p Policy, ev event.Event, view SessionView, own, selected bool) P
 	return Plan{Action: WriteLines, Lines: listLines(ev, true, true)}
 }
 
-// StatusGate decides whether a session may be told the STATUS of mailbox
-// (not its selected one) now: for a plain session as PlainGate says; for
-// a NOTIFY session when its Interest wants message events there
-// (subscribed says whether the mailbox is subscribed, read when the
-// Interest needs it). ok is false when plan is the answer (Nothing, or
-// Defer).
-func StatusGate(p Policy, view SessionView, mailbox, delimiter string, subscribed bool) (plan Plan, ok bool) {
-	if view.Notify == nil {
-		return PlainGate(p, view)
-	}
-	facts := MailboxFacts{Name: mailbox, Delimiter: delimiter, Subscribed: subscribed,
-		Selected: view.Selected != "" && SameMailbox(mailbox, view.Selected)}
-	if view.Notify.Match(NotifyMessageNew, facts).Wanted || view.Notify.Match(NotifyMessageExpunge, facts).Wanted {
-		return Plan{}, true
-	}
-	return nothing(ReasonNotAsked), false
-}
-
-// WantsFlagChange reports whether the session asks to be told of flag
-// changes in mailbox (another than the selected one): a session without
-// NOTIFY does (its STATUS lines follow the policy alone), a NOTIFY session
-// when its deciding group names FlagChange. A STATUS whose only change is
-// a flag-dependent item (StatusView.OnlyFlagsChanged) is a flag change.
-func WantsFlagChange(view SessionView, mailbox, delimiter string, subscribed bool) bool {
-	if view.Notify == nil {
-		return true
-	}
-	facts := MailboxFacts{Name: mailbox, Delimiter: delimiter, Subscribed: subscribed,
-		Selected: view.Selected != "" && SameMailbox(mailbox, view.Selected)}
-	return view.Notify.Match(NotifyFlagChange, facts).Wanted
-}
-
-// NewMessageItems returns the items of the module's FETCH of each new
-// message in the session's selected mailbox (after UID, which is always
-// written), or nil for no FETCH: for a NOTIFY session its MessageNew
-// fetch-att list in the selected group (none asked: no FETCH, EXISTS tells
-// the client); for a plain session Policy.FetchItems, unless plain_clients
-// none or the event kinds switch it off.
-func NewMessageItems(p Policy, view SessionView) FetchItems {
-	if view.Notify != nil {
-		m := view.Notify.Match(NotifyMessageNew, MailboxFacts{Name: view.Selected, Selected: true})
-		if !m.Wanted || len(m.Fetch) == 0 {
-			return nil
-		}
-		return NotifyFetchItems(m.Fetch)
-	}
-	if !p.Plain.FetchesNew() || len(p.FetchItems) == 0 ||
-		!(p.Events.Has(event.MessageNew) || p.Events.Has(event.MessageAppend)) {
-		return nil
-	}
-	return p.FetchItems
-}
-
-// PlainGate decides whether a plain client may be told about a mailbox
-// other than its selected one (STATUS) or about the mailbox list (LIST)
-// now: never under PlainSelected and PlainNone, only in IDLE under
-// PlainDraft. ok is false when plan is the answer (Nothing, or Defer: ask
-// again once the client is in IDLE).
-func PlainGate(p Policy, view SessionView) (plan Plan, ok bool) {
-	switch p.Plain {
-	case AnyTime:
-		return Plan{}, true
-	case PlainDraft:
-		if !view.Idling {
-			return Plan{Action: Defer}, false
-		}
-		return Plan{}, true
-	case PlainNone:
-		return nothing(ReasonPlainNone), false
-	default:
-		return nothing(ReasonPlainSelected), false
-	}
-}
-
 func statusPlan(p Policy, ev event.Event, view SessionView) Plan {
-	if plan, ok := PlainGate(p, view); !ok {
+	if plan, ok := plainGate(p, view); !ok {
 		return plan
 	}
 	switch p.StatusMailboxes {
@@ -606,4 +553,25 @@ func statusPlan(p Policy, ev event.Event, view SessionView) Plan {
 		return nothing(ReasonNoStatusConfig)
 	}
 	return Plan{Action: NeedStatus, Mailbox: ev.Mailbox}
+}
+
+// plainGate decides whether a plain client may be told about a mailbox
+// other than its selected one (STATUS) or about the mailbox list (LIST)
+// now: never under PlainSelected and PlainNone, only in IDLE under
+// PlainDraft. ok is false when plan is the answer (Nothing, or Defer: ask
+// again once the client is in IDLE).
+func plainGate(p Policy, view SessionView) (plan Plan, ok bool) {
+	switch p.Plain {
+	case AnyTime:
+		return Plan{}, true
+	case PlainDraft:
+		if !view.Idling {
+			return Plan{Action: Defer}, false
+		}
+		return Plan{}, true
+	case PlainNone:
+		return nothing(ReasonPlainNone), false
+	default:
+		return nothing(ReasonPlainSelected), false
+	}
 }

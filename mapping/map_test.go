@@ -26,7 +26,6 @@ func ev(kind event.Kind, mailbox string, mod ...func(*event.Event)) event.Event 
 }
 
 func origin(id uint64) func(*event.Event)  { return func(e *event.Event) { e.Origin = id } }
-func uids(u ...uint32) func(*event.Event)  { return func(e *event.Event) { e.UIDs = u } }
 func attrs(a ...string) func(*event.Event) { return func(e *event.Event) { e.Attrs = a } }
 func old(name string) func(*event.Event)   { return func(e *event.Event) { e.OldMailbox = name } }
 func subscribed(s bool) func(*event.Event) { return func(e *event.Event) { e.Subscribed = s } }
@@ -43,6 +42,7 @@ func lines(ls ...string) [][]byte {
 // account alice that has INBOX selected, under the default policy.
 func TestMapTable(t *testing.T) {
 	p := DraftPolicy()
+	fetch := p.FetchItems
 	view := SessionView{ID: me, Account: "alice", Selected: "INBOX", Idling: true}
 	tests := []struct {
 		name string
@@ -50,23 +50,22 @@ func TestMapTable(t *testing.T) {
 		want Plan
 	}{
 		// MessageNew / MessageAppend
-		{"new in selected", ev(event.MessageNew, "INBOX", uids(5)), Plan{Action: NeedFetchNew, Mailbox: "INBOX", UIDs: []uint32{5}}},
-		{"new in selected, UIDs unknown", ev(event.MessageNew, "INBOX"), Plan{Action: NeedFetchNew, Mailbox: "INBOX"}},
-		{"new in selected, other case", ev(event.MessageNew, "inbox", uids(5)), Plan{Action: NeedFetchNew, Mailbox: "inbox", UIDs: []uint32{5}}},
-		{"append in selected by other session", ev(event.MessageAppend, "INBOX", uids(6, 7), origin(other)), Plan{Action: NeedFetchNew, Mailbox: "INBOX", UIDs: []uint32{6, 7}}},
-		{"append in selected by this session", ev(event.MessageAppend, "INBOX", uids(6), origin(me)), Plan{Action: NeedFetchNew, Mailbox: "INBOX", UIDs: []uint32{6}}},
+		{"new in selected", ev(event.MessageNew, "INBOX"), Plan{Action: NeedFetchNew, Mailbox: "INBOX", Fetch: fetch}},
+		{"new in selected, other case", ev(event.MessageNew, "inbox"), Plan{Action: NeedFetchNew, Mailbox: "inbox", Fetch: fetch}},
+		{"append in selected by other session", ev(event.MessageAppend, "INBOX", origin(other)), Plan{Action: NeedFetchNew, Mailbox: "INBOX", Fetch: fetch}},
+		{"append in selected by this session", ev(event.MessageAppend, "INBOX", origin(me)), Plan{Action: NeedFetchNew, Mailbox: "INBOX", Fetch: fetch}},
 		{"new in other mailbox", ev(event.MessageNew, "Lists/go"), Plan{Action: NeedStatus, Mailbox: "Lists/go"}},
 		{"append in other mailbox by other session", ev(event.MessageAppend, "Sent", origin(other)), Plan{Action: NeedStatus, Mailbox: "Sent"}},
 		{"append in other mailbox by this session", ev(event.MessageAppend, "Sent", origin(me)), Plan{Action: Nothing, Reason: ReasonOwnChange}},
 
 		// MessageExpunge
-		{"expunge in selected", ev(event.MessageExpunge, "INBOX", uids(1), origin(other)), Plan{Action: SelectedHandledByStore, Reason: ReasonStore}},
+		{"expunge in selected", ev(event.MessageExpunge, "INBOX", origin(other)), Plan{Action: SelectedHandledByStore, Reason: ReasonStore}},
 		{"expunge in selected by this session", ev(event.MessageExpunge, "INBOX", origin(me)), Plan{Action: SelectedHandledByStore, Reason: ReasonStore}},
 		{"expunge in other mailbox", ev(event.MessageExpunge, "Trash", origin(other)), Plan{Action: NeedStatus, Mailbox: "Trash"}},
 		{"expunge in other mailbox by this session", ev(event.MessageExpunge, "Trash", origin(me)), Plan{Action: Nothing, Reason: ReasonOwnChange}},
 
 		// FlagChange
-		{"flags in selected", ev(event.FlagChange, "INBOX", uids(1), origin(other)), Plan{Action: SelectedHandledByStore, Reason: ReasonStore}},
+		{"flags in selected", ev(event.FlagChange, "INBOX", origin(other)), Plan{Action: SelectedHandledByStore, Reason: ReasonStore}},
 		{"flags in selected by this session", ev(event.FlagChange, "INBOX", origin(me)), Plan{Action: SelectedHandledByStore, Reason: ReasonStore}},
 		{"flags in other mailbox (UNSEEN configured)", ev(event.FlagChange, "Archive", origin(other)), Plan{Action: NeedStatus, Mailbox: "Archive"}},
 		{"flags in other mailbox by this session", ev(event.FlagChange, "Archive", origin(me)), Plan{Action: Nothing, Reason: ReasonOwnChange}},
@@ -121,7 +120,7 @@ func fmtPlan(p Plan) string {
 	for _, l := range p.Lines {
 		ls = append(ls, strconv.Quote(string(l)))
 	}
-	return fmt.Sprintf("%v reason=%q mailbox=%q uids=%v lines=[%s]", p.Action, p.Reason, p.Mailbox, p.UIDs, strings.Join(ls, " "))
+	return fmt.Sprintf("%v reason=%q mailbox=%q fetch=%v lines=[%s]", p.Action, p.Reason, p.Mailbox, p.Fetch, strings.Join(ls, " "))
 }
 
 // TestMapAccountIsolation: another account's events never reach a session,
@@ -240,7 +239,7 @@ func TestMapNoFetchItems(t *testing.T) {
 	p := DraftPolicy()
 	p.FetchItems = nil
 	for _, k := range []event.Kind{event.MessageNew, event.MessageAppend} {
-		if got := Map(p, ev(k, "INBOX", uids(3)), view); got.Action != SelectedHandledByStore || got.Reason != ReasonNoFetchItems {
+		if got := Map(p, ev(k, "INBOX"), view); got.Action != SelectedHandledByStore || got.Reason != ReasonNoFetchItems {
 			t.Errorf("%v in selected without FETCH items: %s", k, fmtPlan(got))
 		}
 	}
@@ -412,8 +411,8 @@ func TestMapPlainClients(t *testing.T) {
 		plain PlainClients
 		want  Plan
 	}{
-		{PlainSelected, Plan{Action: NeedFetchNew, Mailbox: "INBOX"}},
-		{PlainDraft, Plan{Action: NeedFetchNew, Mailbox: "INBOX"}},
+		{PlainSelected, Plan{Action: NeedFetchNew, Mailbox: "INBOX", Fetch: DefaultPolicy().FetchItems}},
+		{PlainDraft, Plan{Action: NeedFetchNew, Mailbox: "INBOX", Fetch: DefaultPolicy().FetchItems}},
 		{PlainNone, Plan{Action: SelectedHandledByStore, Reason: ReasonPlainNone}},
 	} {
 		p := DefaultPolicy()
@@ -466,7 +465,11 @@ func TestMapAnyTime(t *testing.T) {
 // TestWantsFlagChange: a plain session is told flag changes as the policy
 // says; a NOTIFY session when its deciding group names FlagChange.
 func TestWantsFlagChange(t *testing.T) {
-	if !WantsFlagChange(SessionView{ID: me}, "A", "/", false) {
+	wants := func(view SessionView, mailbox string) bool {
+		view.Account = "alice"
+		return Map(AnyTimePolicy(), ev(event.FlagChange, mailbox, origin(other)), view).Action == NeedStatus
+	}
+	if !wants(SessionView{ID: me}, "A") {
 		t.Error("plain session")
 	}
 	in := &Interest{Groups: []EventGroup{
@@ -474,10 +477,10 @@ func TestWantsFlagChange(t *testing.T) {
 		{Filter: Filter{Kind: FilterPersonal}, Events: NewNotifyEvents(NotifyMessageNew, NotifyMessageExpunge, NotifyFlagChange)},
 	}}
 	view := SessionView{ID: me, Notify: in}
-	if WantsFlagChange(view, "A", "/", false) {
+	if wants(view, "A") {
 		t.Error("A: its group lacks FlagChange")
 	}
-	if !WantsFlagChange(view, "B", "/", false) {
+	if !wants(view, "B") {
 		t.Error("B: personal names FlagChange")
 	}
 }

@@ -46,7 +46,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 func quiet(r *Registry, sessions ...*Session) bool {
 	r.mu.Lock()
 	for _, a := range r.accounts {
-		if a.running || len(a.pending) > 0 || a.baseline || a.reconcile || len(a.resync) > 0 {
+		if a.running || len(a.pending) > 0 || a.baseline || a.reconcile || a.relist {
 			r.mu.Unlock()
 			return false
 		}
@@ -54,7 +54,7 @@ func quiet(r *Registry, sessions ...*Session) bool {
 	r.mu.Unlock()
 	for _, s := range sessions {
 		s.mu.Lock()
-		busy := s.idling && (len(s.queue) > 0 || s.overflow)
+		busy := s.idling && s.dueLocked()
 		s.mu.Unlock()
 		if busy || !s.flushMu.TryLock() {
 			return false
