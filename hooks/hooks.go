@@ -130,9 +130,6 @@ func (u *User) WithLog(l log.Logger) *User {
 	return u
 }
 
-// Inner returns the wrapped user.
-func (u *User) Inner() backend.User { return u.inner }
-
 // Username returns the storage account name of the inner user.
 func (u *User) Username() string { return u.inner.Username() }
 
@@ -417,9 +414,6 @@ var (
 	_ sortthread.ThreadMailbox = (*Mailbox)(nil)
 	_ appendLimiter            = (*Mailbox)(nil)
 )
-
-// Inner returns the wrapped mailbox.
-func (m *Mailbox) Inner() backend.Mailbox { return m.inner }
 
 // Name forwards to the inner mailbox.
 func (m *Mailbox) Name() string { return m.inner.Name() }
