@@ -220,9 +220,28 @@ func (e Event) Validate() error {
 	return nil
 }
 
-// errEmptyName is wrapped by Validate for a missing mailbox name.
+// errEmptyName is wrapped by Validate and CheckMailboxName for a missing
+// mailbox name.
 var errEmptyName = errors.New("empty name")
 
+// CheckMailboxName reports whether name is a mailbox name IMAP can carry:
+// not empty, valid UTF-8, and without NUL, CR or LF (RFC 3501 forbids them
+// in every string form but literals, and modified UTF-7 would hide them
+// from clients that compare names byte by byte). It returns nil for such a
+// name, and otherwise an error whose message begins with "event: " (and
+// quotes the name, unless it is empty).
+//
+// It is the check Validate applies to Mailbox and, for MailboxRename, to
+// OldMailbox: those names of a valid event always pass it.
+func CheckMailboxName(name string) error {
+	if err := checkName("mailbox name", name); err != nil {
+		return fmt.Errorf("event: %w", err)
+	}
+	return nil
+}
+
+// checkName is CheckMailboxName's check, its errors naming the name as
+// what (for Validate: "mailbox" or "old mailbox").
 func checkName(what, name string) error {
 	if name == "" {
 		return fmt.Errorf("%s: %w", what, errEmptyName)

@@ -4,6 +4,7 @@ package event
 
 import (
 	"encoding/json"
+	"errors"
 	"os/exec"
 	"reflect"
 	"strings"
@@ -116,6 +117,25 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("Validate() = %v, want error containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// CheckMailboxName accepts exactly the names Validate accepts as an
+// event's mailbox, with the package's prefix on its errors.
+func TestCheckMailboxName(t *testing.T) {
+	for _, name := range []string{"INBOX", "a", "Entwürfe", `"\`, " ", "&", "😀", "a\tb",
+		"", "a\rb", "a\nb", "a\x00b", "\xff", "a\xc3"} {
+		err := CheckMailboxName(name)
+		verr := Event{Kind: MessageNew, Account: "u", Mailbox: name}.Validate()
+		if (err == nil) != (verr == nil) {
+			t.Errorf("CheckMailboxName(%q) = %v, but Validate of an event with that mailbox = %v", name, err, verr)
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), "event: ") {
+			t.Errorf("CheckMailboxName(%q) error %q lacks the package prefix", name, err)
+		}
+	}
+	if err := CheckMailboxName(""); !errors.Is(err, errEmptyName) {
+		t.Errorf("CheckMailboxName(\"\") = %v, want it to wrap errEmptyName", err)
 	}
 }
 
