@@ -14,7 +14,9 @@
 // not modify what they receive (use Clone to get a private copy). Under that
 // rule an Event may be read from any number of goroutines at once.
 //
-// Package event imports nothing of this module and does no I/O.
+// Package event imports only the standard library, so nothing of this
+// module (imports_test.go and event_test.go's TestImports hold it), and
+// does no I/O.
 package event
 
 import (

@@ -18,9 +18,9 @@
 // (maddy's CLI, which hands the events to the running server) the
 // decorators publish and register nothing; with neither they only forward.
 //
-// hooks depends on event, mapping, metrics and registry of this module (a
-// test holds it); it must not import the module
-// root.
+// Of this module, hooks depends on event, mapping, metrics and registry
+// only (imports_test.go holds it): it must not import bus, config or the
+// module root.
 package hooks
 
 import (
