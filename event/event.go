@@ -161,13 +161,6 @@ type Event struct {
 	// for MailboxCreate and MailboxRename, whether the (new) mailbox is
 	// subscribed (NOTIFY's subscribed filter).
 	Subscribed bool
-	// UIDs are the affected messages for MessageNew, MessageAppend,
-	// MessageExpunge and FlagChange, when known. Empty means "unknown", not
-	// "none" (an SMTP delivery does not tell the wrapper its UID).
-	UIDs []uint32
-	// Flags are the new flags for FlagChange, when known (all UIDs got the
-	// same flags).
-	Flags []string
 	// Origin is the opaque id of the IMAP session that caused the change, or
 	// 0 when no session did (SMTP delivery, CLI, another instance). Session
 	// ids are never 0.
@@ -178,8 +171,8 @@ type Event struct {
 
 // Validate checks that e is well-formed: a valid kind, a non-empty account,
 // a mailbox name, an old name for MailboxRename and only then, a delimiter of
-// at most one 7-bit character, non-zero UIDs and non-empty flags. Names must
-// be valid UTF-8 without NUL, CR or LF (IMAP cannot carry those).
+// at most one 7-bit character and non-empty attributes. Names must be valid
+// UTF-8 without NUL, CR or LF (IMAP cannot carry those; CheckMailboxName).
 //
 // Producers call Validate before publishing; a broker calls it on what it
 // receives from another instance. It does not check that the mailbox exists.
@@ -203,16 +196,6 @@ func (e Event) Validate() error {
 	if len(e.Delimiter) > 1 || (e.Delimiter != "" && (e.Delimiter[0] == 0 || e.Delimiter[0] >= utf8.RuneSelf ||
 		e.Delimiter[0] == '\r' || e.Delimiter[0] == '\n')) {
 		return fmt.Errorf("event: %v: delimiter %q is not one 7-bit character", e.Kind, e.Delimiter)
-	}
-	for _, uid := range e.UIDs {
-		if uid == 0 {
-			return fmt.Errorf("event: %v: UID 0", e.Kind)
-		}
-	}
-	for _, f := range e.Flags {
-		if f == "" {
-			return fmt.Errorf("event: %v: empty flag", e.Kind)
-		}
 	}
 	for _, a := range e.Attrs {
 		if a == "" {
@@ -261,8 +244,6 @@ func checkName(what, name string) error {
 func (e Event) Clone() Event {
 	c := e
 	c.Attrs = cloneSlice(e.Attrs)
-	c.UIDs = cloneSlice(e.UIDs)
-	c.Flags = cloneSlice(e.Flags)
 	return c
 }
 
@@ -274,7 +255,7 @@ func cloneSlice[T any](s []T) []T {
 }
 
 // String returns a short description for logs, e.g.
-// `MessageNew account="u" mailbox="INBOX" uids=[3] origin=0`.
+// `MessageNew account="u" mailbox="INBOX" origin=0`.
 func (e Event) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%v account=%q mailbox=%q", e.Kind, e.Account, e.Mailbox)
@@ -283,12 +264,6 @@ func (e Event) String() string {
 	}
 	if e.Kind == SubscriptionChange {
 		fmt.Fprintf(&b, " subscribed=%v", e.Subscribed)
-	}
-	if len(e.UIDs) > 0 {
-		fmt.Fprintf(&b, " uids=%v", e.UIDs)
-	}
-	if len(e.Flags) > 0 {
-		fmt.Fprintf(&b, " flags=%v", e.Flags)
 	}
 	fmt.Fprintf(&b, " origin=%d", e.Origin)
 	return b.String()
