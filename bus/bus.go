@@ -4,10 +4,10 @@
 // must hear of them: in this process only (Local), or across every maddy
 // instance that shares one PostgreSQL database (Postgres, on LISTEN/NOTIFY).
 //
-// bus depends on event and metrics of this module (a test holds it); it
-// knows the session registry only as a Sink. A bus
-// never blocks the storage call that publishes: a remote copy that cannot
-// be queued is dropped, counted and logged.
+// Of this module, bus depends on event and metrics only (imports_test.go
+// holds it); it knows the session registry only as a Sink. A bus never
+// blocks the storage call that publishes: a remote copy that cannot be
+// queued is dropped, counted and logged.
 package bus
 
 import (

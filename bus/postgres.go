@@ -338,11 +338,11 @@ const maxPayload = 7999
 
 // encodeNotification encodes m for pg_notify. A message too long for a
 // notification must not be lost to the other instances: an event is sent
-// without its UIDs, flags and attributes (which an event may leave
-// unknown), and when it is still too long (a very long mailbox name) as a
-// Reconcile of its account, so that the other instances catch up by
-// state. Either is logged. Only a message that does not fit even so (a
-// Reconcile of an account name near 8000 bytes) is an error.
+// without its mailbox attributes (which an event may leave unknown), and
+// when it is still too long (a very long mailbox name) as a Reconcile of
+// its account, so that the other instances catch up by state. Either is
+// logged. Only a message that does not fit even so (a Reconcile of an
+// account name near 8000 bytes) is an error.
 func encodeNotification(m message, logger log.Logger) ([]byte, error) {
 	payload, err := encodeMessage(m)
 	if err != nil || len(payload) <= maxPayload || m.Event == nil {
@@ -352,9 +352,9 @@ func encodeNotification(m message, logger log.Logger) ([]byte, error) {
 		return payload, err
 	}
 	ev := *m.Event
-	ev.UIDs, ev.Flags, ev.Attrs = nil, nil, nil
+	ev.Attrs = nil
 	if payload, err = encodeMessage(message{Instance: m.Instance, Event: &ev}); err == nil && len(payload) <= maxPayload {
-		logger.Msg("broker: notification too long, sent without UIDs, flags and attributes",
+		logger.Msg("broker: notification too long, sent without mailbox attributes",
 			"kind", ev.Kind.String(), "account", ev.Account)
 		return payload, nil
 	}

@@ -124,9 +124,9 @@ func waitListening(t *testing.T, db *sql.DB, inst *pgInstance) {
 	})
 }
 
-// newEvent is the i-th test event (UID i+1 in INBOX of u).
+// newEvent is the i-th test event (a new message in mailbox "Box i" of u).
 func newEvent(i int) event.Event {
-	return event.Event{Kind: event.MessageNew, Account: "u", Mailbox: "INBOX", UIDs: []uint32{uint32(i + 1)}, Origin: 9}
+	return event.Event{Kind: event.MessageNew, Account: "u", Mailbox: fmt.Sprintf("Box %d", i), Origin: 9}
 }
 
 // The events of instance A reach B's sink once each, in publication order
@@ -187,9 +187,9 @@ func TestPostgresOrder(t *testing.T) {
 }
 
 // An event whose notification would exceed PostgreSQL's payload limit
-// (8000 bytes) is not lost to the other instances: many UIDs are sent as
-// "unknown" (the event without its UIDs, flags and attributes), and a
-// mailbox name too long even then becomes a reconcile of the account.
+// (8000 bytes) is not lost to the other instances: many or long mailbox
+// attributes are sent as "unknown" (the event without its attributes), and
+// a mailbox name too long even then becomes a reconcile of the account.
 func TestPostgresPayloadLimit(t *testing.T) {
 	dsn := testkit.Postgres(t)
 	db := pgAdmin(t, dsn)
@@ -198,18 +198,15 @@ func TestPostgresPayloadLimit(t *testing.T) {
 	waitListening(t, db, a)
 	waitListening(t, db, b)
 
-	uids := make([]uint32, 3000)
-	for i := range uids {
-		uids[i] = uint32(100000 + i)
-	}
 	attrs := make([]string, 1000)
 	for i := range attrs {
 		attrs[i] = fmt.Sprintf(`\Attr%d`, i)
 	}
-	manyUIDs := event.Event{Kind: event.MessageExpunge, Account: "u", Mailbox: "INBOX", UIDs: uids}
+	longAttrs := event.Event{Kind: event.MailboxRename, Account: "u", Mailbox: "New", OldMailbox: "Old", Delimiter: ".",
+		Attrs: []string{`\HasNoChildren`, `\Long` + strings.Repeat("x", 9000)}, Subscribed: true}
 	manyAttrs := event.Event{Kind: event.MailboxCreate, Account: "u", Mailbox: "Box", Delimiter: ".", Attrs: attrs, Subscribed: true}
 	longName := event.Event{Kind: event.MailboxCreate, Account: "v", Mailbox: strings.Repeat("Ä", 4500), Delimiter: "."}
-	for _, ev := range []event.Event{manyUIDs, manyAttrs, longName} {
+	for _, ev := range []event.Event{longAttrs, manyAttrs, longName} {
 		if p, _ := encodeMessage(message{Instance: a.bus.Instance(), Event: &ev}); len(p) < 8000 {
 			t.Fatalf("the %v test event encodes to %d bytes, not beyond the limit", ev.Kind, len(p))
 		}
@@ -226,13 +223,13 @@ func TestPostgresPayloadLimit(t *testing.T) {
 	for i := range evs {
 		evs[i].Time = time.Time{}
 	}
-	wantUIDs := manyUIDs
-	wantUIDs.UIDs = nil
-	wantAttrs := manyAttrs
-	wantAttrs.Attrs = nil
+	wantLong := longAttrs
+	wantLong.Attrs = nil
+	wantMany := manyAttrs
+	wantMany.Attrs = nil
 	wantLast := newEvent(0)
 	wantLast.Origin = 0
-	if want := []event.Event{wantUIDs, wantAttrs, wantLast}; !reflect.DeepEqual(evs, want) {
+	if want := []event.Event{wantLong, wantMany, wantLast}; !reflect.DeepEqual(evs, want) {
 		t.Errorf("B got events\n%+v\nwant\n%+v", evs, want)
 	}
 	if !reflect.DeepEqual(rec, []string{"v"}) {
@@ -242,7 +239,7 @@ func TestPostgresPayloadLimit(t *testing.T) {
 		t.Errorf("A dropped %d notifications", a.bus.Dropped())
 	}
 	aev, _, _ := a.sink.snapshot()
-	if len(aev) != 4 || !reflect.DeepEqual(aev[0], manyUIDs) || !reflect.DeepEqual(aev[2], longName) {
+	if len(aev) != 4 || !reflect.DeepEqual(aev[0], longAttrs) || !reflect.DeepEqual(aev[2], longName) {
 		t.Errorf("A's sink did not get the 4 events whole")
 	}
 
@@ -296,8 +293,11 @@ func TestPostgresReconnect(t *testing.T) {
 		return len(evs) == 2
 	})
 	evs, _, resyncs := b.sink.snapshot()
-	if evs[1].UIDs[0] != 2 || resyncs != 1 {
-		t.Errorf("B got %+v with %d resyncs, want UID 2 second and 1 resync", evs, resyncs)
+	want := newEvent(1)
+	want.Origin = 0
+	evs[1].Time = time.Time{}
+	if !reflect.DeepEqual(evs[1], want) || resyncs != 1 {
+		t.Errorf("B got %+v with %d resyncs, want %+v second and 1 resync", evs, resyncs, want)
 	}
 	if a.bus.Reconnects() != 0 {
 		t.Errorf("A reconnected %d times", a.bus.Reconnects())
@@ -432,16 +432,23 @@ func TestWireRoundTrip(t *testing.T) {
 			case k.IsMailbox():
 				ev.Attrs = []string{`\Noselect`}
 				ev.Subscribed = k == event.SubscriptionChange
-			case k == event.FlagChange:
-				ev.UIDs = []uint32{1, 4294967295}
-				ev.Flags = []string{`\Seen`, "$Label\"1"}
-			default:
-				ev.UIDs = []uint32{7}
 			}
 			if err := ev.Validate(); err != nil {
 				t.Fatalf("test event: %v", err)
 			}
 			evs = append(evs, ev)
+		}
+	}
+	// Some test event sets each field of event.Event, so that the round
+	// trip below covers every field.
+	typ := reflect.TypeOf(event.Event{})
+	for i := 0; i < typ.NumField(); i++ {
+		set := false
+		for _, ev := range evs {
+			set = set || !reflect.ValueOf(ev).Field(i).IsZero()
+		}
+		if !set {
+			t.Errorf("no test event sets Event.%s", typ.Field(i).Name)
 		}
 	}
 	for _, ev := range evs {

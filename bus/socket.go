@@ -23,8 +23,8 @@ import (
 )
 
 // MaxSocketLine bounds one line (one encoded message) on the module's unix
-// socket. Events from maddy's CLI carry names, attributes and at most a few
-// UIDs; a longer line is refused and its connection closed.
+// socket. Events from maddy's CLI carry names and attributes; a longer line
+// is refused and its connection closed.
 const MaxSocketLine = 64 << 10
 
 // socketWriteTimeout bounds a CLI's write to the server's socket.

@@ -9,9 +9,10 @@
 // docs/reference/storage/notify.md, which a test keeps equal to the
 // declared list); the module root only wires the Settings.
 //
-// config depends on mapping and event of this module and on maddy's
-// configuration packages (a test holds it); it must not
-// import hooks, registry, bus or the module root.
+// Of this module, config depends on mapping and event only (imports_test.go
+// holds it): it must not import hooks, registry, bus or the module root.
+// Of maddy it uses the configuration packages and framework/module (for
+// the storage it wraps).
 package config
 
 import (

@@ -14,7 +14,9 @@
 // not modify what they receive (use Clone to get a private copy). Under that
 // rule an Event may be read from any number of goroutines at once.
 //
-// Package event imports nothing of this module and does no I/O.
+// Package event imports only the standard library, so nothing of this
+// module (imports_test.go and event_test.go's TestImports hold it), and
+// does no I/O.
 package event
 
 import (
@@ -159,13 +161,6 @@ type Event struct {
 	// for MailboxCreate and MailboxRename, whether the (new) mailbox is
 	// subscribed (NOTIFY's subscribed filter).
 	Subscribed bool
-	// UIDs are the affected messages for MessageNew, MessageAppend,
-	// MessageExpunge and FlagChange, when known. Empty means "unknown", not
-	// "none" (an SMTP delivery does not tell the wrapper its UID).
-	UIDs []uint32
-	// Flags are the new flags for FlagChange, when known (all UIDs got the
-	// same flags).
-	Flags []string
 	// Origin is the opaque id of the IMAP session that caused the change, or
 	// 0 when no session did (SMTP delivery, CLI, another instance). Session
 	// ids are never 0.
@@ -176,8 +171,8 @@ type Event struct {
 
 // Validate checks that e is well-formed: a valid kind, a non-empty account,
 // a mailbox name, an old name for MailboxRename and only then, a delimiter of
-// at most one 7-bit character, non-zero UIDs and non-empty flags. Names must
-// be valid UTF-8 without NUL, CR or LF (IMAP cannot carry those).
+// at most one 7-bit character and non-empty attributes. Names must be valid
+// UTF-8 without NUL, CR or LF (IMAP cannot carry those; CheckMailboxName).
 //
 // Producers call Validate before publishing; a broker calls it on what it
 // receives from another instance. It does not check that the mailbox exists.
@@ -202,16 +197,6 @@ func (e Event) Validate() error {
 		e.Delimiter[0] == '\r' || e.Delimiter[0] == '\n')) {
 		return fmt.Errorf("event: %v: delimiter %q is not one 7-bit character", e.Kind, e.Delimiter)
 	}
-	for _, uid := range e.UIDs {
-		if uid == 0 {
-			return fmt.Errorf("event: %v: UID 0", e.Kind)
-		}
-	}
-	for _, f := range e.Flags {
-		if f == "" {
-			return fmt.Errorf("event: %v: empty flag", e.Kind)
-		}
-	}
 	for _, a := range e.Attrs {
 		if a == "" {
 			return fmt.Errorf("event: %v: empty mailbox attribute", e.Kind)
@@ -220,9 +205,28 @@ func (e Event) Validate() error {
 	return nil
 }
 
-// errEmptyName is wrapped by Validate for a missing mailbox name.
+// errEmptyName is wrapped by Validate and CheckMailboxName for a missing
+// mailbox name.
 var errEmptyName = errors.New("empty name")
 
+// CheckMailboxName reports whether name is a mailbox name IMAP can carry:
+// not empty, valid UTF-8, and without NUL, CR or LF (RFC 3501 forbids them
+// in every string form but literals, and modified UTF-7 would hide them
+// from clients that compare names byte by byte). It returns nil for such a
+// name, and otherwise an error whose message begins with "event: " (and
+// quotes the name, unless it is empty).
+//
+// It is the check Validate applies to Mailbox and, for MailboxRename, to
+// OldMailbox: those names of a valid event always pass it.
+func CheckMailboxName(name string) error {
+	if err := checkName("mailbox name", name); err != nil {
+		return fmt.Errorf("event: %w", err)
+	}
+	return nil
+}
+
+// checkName is CheckMailboxName's check, its errors naming the name as
+// what (for Validate: "mailbox" or "old mailbox").
 func checkName(what, name string) error {
 	if name == "" {
 		return fmt.Errorf("%s: %w", what, errEmptyName)
@@ -240,8 +244,6 @@ func checkName(what, name string) error {
 func (e Event) Clone() Event {
 	c := e
 	c.Attrs = cloneSlice(e.Attrs)
-	c.UIDs = cloneSlice(e.UIDs)
-	c.Flags = cloneSlice(e.Flags)
 	return c
 }
 
@@ -253,7 +255,7 @@ func cloneSlice[T any](s []T) []T {
 }
 
 // String returns a short description for logs, e.g.
-// `MessageNew account="u" mailbox="INBOX" uids=[3] origin=0`.
+// `MessageNew account="u" mailbox="INBOX" origin=0`.
 func (e Event) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%v account=%q mailbox=%q", e.Kind, e.Account, e.Mailbox)
@@ -262,12 +264,6 @@ func (e Event) String() string {
 	}
 	if e.Kind == SubscriptionChange {
 		fmt.Fprintf(&b, " subscribed=%v", e.Subscribed)
-	}
-	if len(e.UIDs) > 0 {
-		fmt.Fprintf(&b, " uids=%v", e.UIDs)
-	}
-	if len(e.Flags) > 0 {
-		fmt.Fprintf(&b, " flags=%v", e.Flags)
 	}
 	fmt.Fprintf(&b, " origin=%d", e.Origin)
 	return b.String()

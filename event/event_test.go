@@ -4,6 +4,7 @@ package event
 
 import (
 	"encoding/json"
+	"errors"
 	"os/exec"
 	"reflect"
 	"strings"
@@ -45,7 +46,7 @@ func TestParseKind(t *testing.T) {
 }
 
 func TestKindText(t *testing.T) {
-	e := Event{Kind: MailboxRename, Account: "u", Mailbox: "n", OldMailbox: "o", UIDs: []uint32{1}}
+	e := Event{Kind: MailboxRename, Account: "u", Mailbox: "n", OldMailbox: "o", Attrs: []string{`\Marked`}}
 	b, err := json.Marshal(e)
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +78,7 @@ func TestKindClasses(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	ok := Event{Kind: MessageNew, Account: "u", Mailbox: "INBOX", Delimiter: "/", UIDs: []uint32{1}}
+	ok := Event{Kind: MessageNew, Account: "u", Mailbox: "INBOX", Delimiter: "/"}
 	tests := []struct {
 		name    string
 		mod     func(*Event)
@@ -98,8 +99,6 @@ func TestValidate(t *testing.T) {
 		{"old name on create", func(e *Event) { e.Kind = MailboxCreate; e.OldMailbox = "x" }, "only MailboxRename"},
 		{"long delimiter", func(e *Event) { e.Delimiter = "//" }, "delimiter"},
 		{"8-bit delimiter", func(e *Event) { e.Delimiter = "\xc3" }, "delimiter"},
-		{"UID 0", func(e *Event) { e.UIDs = []uint32{1, 0} }, "UID 0"},
-		{"empty flag", func(e *Event) { e.Flags = []string{""} }, "empty flag"},
 		{"empty attr", func(e *Event) { e.Attrs = []string{""} }, "empty mailbox attribute"},
 	}
 	for _, tt := range tests {
@@ -119,18 +118,47 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// CheckMailboxName accepts exactly the names Validate accepts as an
+// event's mailbox, with the package's prefix on its errors.
+func TestCheckMailboxName(t *testing.T) {
+	for _, name := range []string{"INBOX", "a", "Entwürfe", `"\`, " ", "&", "😀", "a\tb",
+		"", "a\rb", "a\nb", "a\x00b", "\xff", "a\xc3"} {
+		err := CheckMailboxName(name)
+		verr := Event{Kind: MessageNew, Account: "u", Mailbox: name}.Validate()
+		if (err == nil) != (verr == nil) {
+			t.Errorf("CheckMailboxName(%q) = %v, but Validate of an event with that mailbox = %v", name, err, verr)
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), "event: ") {
+			t.Errorf("CheckMailboxName(%q) error %q lacks the package prefix", name, err)
+		}
+	}
+	if err := CheckMailboxName(""); !errors.Is(err, errEmptyName) {
+		t.Errorf("CheckMailboxName(\"\") = %v, want it to wrap errEmptyName", err)
+	}
+}
+
 func TestClone(t *testing.T) {
-	e := Event{Kind: FlagChange, Account: "u", Mailbox: "INBOX", UIDs: []uint32{1}, Flags: []string{`\Seen`}, Attrs: []string{`\Marked`}}
+	e := Event{Kind: MailboxCreate, Account: "u", Mailbox: "Box", Attrs: []string{`\Marked`, `\HasNoChildren`}}
 	c := e.Clone()
 	if !reflect.DeepEqual(c, e) {
 		t.Fatalf("Clone() = %+v, want %+v", c, e)
 	}
-	c.UIDs[0], c.Flags[0], c.Attrs[0] = 9, "x", "y"
-	if e.UIDs[0] != 1 || e.Flags[0] != `\Seen` || e.Attrs[0] != `\Marked` {
+	c.Attrs[0] = "y"
+	if e.Attrs[0] != `\Marked` {
 		t.Fatal("Clone shares slices with the original")
 	}
-	if (Event{}).Clone().UIDs != nil {
+	if (Event{}).Clone().Attrs != nil {
 		t.Fatal("Clone of nil slice is not nil")
+	}
+	// Clone copies Attrs: a field of another reference type would be shared.
+	typ := reflect.TypeOf(Event{})
+	for i := 0; i < typ.NumField(); i++ {
+		switch f := typ.Field(i); f.Type.Kind() {
+		case reflect.Slice, reflect.Map, reflect.Pointer:
+			if f.Name != "Attrs" {
+				t.Errorf("Event.%s is a %v that Clone does not copy", f.Name, f.Type.Kind())
+			}
+		}
 	}
 }
 

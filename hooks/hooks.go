@@ -18,9 +18,9 @@
 // (maddy's CLI, which hands the events to the running server) the
 // decorators publish and register nothing; with neither they only forward.
 //
-// hooks depends on event, mapping, metrics and registry of this module (a
-// test holds it); it must not import the module
-// root.
+// Of this module, hooks depends on event, mapping, metrics and registry
+// only (imports_test.go holds it): it must not import bus, config or the
+// module root.
 package hooks
 
 import (
@@ -129,9 +129,6 @@ func (u *User) WithLog(l log.Logger) *User {
 	u.log = l
 	return u
 }
-
-// Inner returns the wrapped user.
-func (u *User) Inner() backend.User { return u.inner }
 
 // Username returns the storage account name of the inner user.
 func (u *User) Username() string { return u.inner.Username() }
@@ -283,68 +280,6 @@ func (u *User) RenameMailbox(existingName, newName string) error {
 		&rename{from: existingName, to: newName})
 }
 
-type rename struct{ from, to string }
-
-// hierarchyChange runs op and publishes the mailbox events it caused,
-// found by comparing the mailbox list before and after (the store may
-// create parents or remove children on its own).
-func (u *User) hierarchyChange(op func() error, ren *rename) error {
-	if u.pub == nil {
-		return op()
-	}
-	// One account's changes are listed, made, listed again and published
-	// one at a time: the events of two sessions' changes then reach the
-	// others in the order the store made the changes. (maddy's CLI has no
-	// registry and one command at a time.)
-	if u.reg != nil {
-		defer u.reg.LockHierarchy(u.inner.Username())()
-	}
-	before, err := u.listAll()
-	if err != nil {
-		// No events, but the client's command is not ours to fail.
-		u.log.Error("cannot list mailboxes before a mailbox change; no LIST lines for it", err, "account", u.inner.Username())
-		return op()
-	}
-	if err := op(); err != nil {
-		return err
-	}
-	after, err := u.listAll()
-	if err != nil {
-		u.log.Error("cannot list mailboxes after a mailbox change; no LIST lines for it", err, "account", u.inner.Username())
-		return nil
-	}
-	renamed := map[string]bool{}
-	if ren != nil && mapping.IsInbox(ren.from) {
-		u.publish(event.Event{Kind: event.MessageExpunge, Mailbox: "INBOX"})
-	} else if ren != nil {
-		for _, old := range sortedInfos(before) {
-			suffix, ok := childSuffix(old.Name, ren.from, old.Delimiter)
-			if !ok {
-				continue
-			}
-			nw, ok := after[mapping.MailboxKey(ren.to+suffix)]
-			if !ok {
-				continue
-			}
-			renamed[mapping.MailboxKey(old.Name)], renamed[mapping.MailboxKey(nw.Name)] = true, true
-			u.publish(event.Event{Kind: event.MailboxRename, Mailbox: nw.Name, OldMailbox: old.Name,
-				Delimiter: nw.Delimiter, Attrs: mapping.WithoutSubscribed(nw.Attributes), Subscribed: mapping.IsSubscribed(nw.Attributes)})
-		}
-	}
-	for _, info := range sortedInfos(after) {
-		if _, ok := before[mapping.MailboxKey(info.Name)]; !ok && !renamed[mapping.MailboxKey(info.Name)] {
-			u.publish(event.Event{Kind: event.MailboxCreate, Mailbox: info.Name,
-				Delimiter: info.Delimiter, Attrs: mapping.WithoutSubscribed(info.Attributes), Subscribed: mapping.IsSubscribed(info.Attributes)})
-		}
-	}
-	for _, info := range sortedInfos(before) {
-		if _, ok := after[mapping.MailboxKey(info.Name)]; !ok && !renamed[mapping.MailboxKey(info.Name)] {
-			u.publish(event.Event{Kind: event.MailboxDelete, Mailbox: info.Name, Delimiter: info.Delimiter})
-		}
-	}
-	return nil
-}
-
 // Logout removes the login's session from the registry (go-imap's server
 // calls it when the connection closes) and forwards to the inner user.
 func (u *User) Logout() error {
@@ -417,9 +352,6 @@ var (
 	_ sortthread.ThreadMailbox = (*Mailbox)(nil)
 	_ appendLimiter            = (*Mailbox)(nil)
 )
-
-// Inner returns the wrapped mailbox.
-func (m *Mailbox) Inner() backend.Mailbox { return m.inner }
 
 // Name forwards to the inner mailbox.
 func (m *Mailbox) Name() string { return m.inner.Name() }

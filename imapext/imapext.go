@@ -12,10 +12,10 @@
 //     the connection's stream changes, so that none goes out uncompressed
 //     after COMPRESS's tagged OK.
 //
-// imapext depends on mapping, notifycmd and event of this module (a test
-// holds it); it must not import hooks,
-// registry or the module root: the user reached through the connection's
-// context is the storage's, seen through Notifier.
+// Of this module, imapext depends on mapping, notifycmd and event only
+// (imports_test.go holds it): it must not import hooks, registry or the
+// module root; the user reached through the connection's context is the
+// storage's, seen through Notifier.
 package imapext
 
 import (

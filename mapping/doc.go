@@ -3,8 +3,8 @@
 // Package mapping turns a message store event, seen from one IMAP session,
 // into the exact bytes of the untagged responses that session must receive.
 //
-// It owns the event → response table of DESIGN.md ("Event → untagged
-// response") and the wire encoding of everything storage.notify writes itself:
+// It owns the event → response table of docs/notifications.md and the
+// wire encoding of everything storage.notify writes itself:
 // mailbox names (modified UTF-7, INBOX, quoting, literals), STATUS, LIST
 // (including \NonExistent, \Subscribed and the OLDNAME extended item) and
 // FETCH lines. Map decides; the *Line functions encode; StatusView keeps the

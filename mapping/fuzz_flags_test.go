@@ -128,7 +128,7 @@ func FuzzListLine(f *testing.F) {
 	f.Add("x", "", byte(0x01), `\Marked`)
 	f.Add("x", "", byte(0x7f), `\Noselect`)
 	f.Fuzz(func(t *testing.T, name, oldName string, delim byte, attrList string) {
-		if ValidName(name) != nil || (oldName != "" && ValidName(oldName) != nil) {
+		if event.CheckMailboxName(name) != nil || (oldName != "" && event.CheckMailboxName(oldName) != nil) {
 			t.Skip() // event.Validate drops such events before mapping sees them
 		}
 		d := ""
@@ -174,7 +174,7 @@ func FuzzStatusValues(f *testing.F) {
 	f.Add("Archive", uint32(4294967295), uint32(4294967295), uint32(4294967295), uint32(4294967295), uint32(4294967295))
 	f.Add("日本語", uint32(3), uint32(9), uint32(1), uint32(4242), uint32(2))
 	f.Fuzz(func(t *testing.T, name string, messages, uidNext, recent, uidValidity, unseen uint32) {
-		if ValidName(name) != nil {
+		if event.CheckMailboxName(name) != nil {
 			t.Skip()
 		}
 		st := Status{Messages: messages, Recent: recent, UIDNext: uidNext, UIDValidity: uidValidity, Unseen: unseen}

@@ -71,9 +71,9 @@ func TestNameRoundTrip(t *testing.T) {
 	}
 }
 
-// FuzzMailboxName: every name IMAP can carry (ValidName) comes out of
-// ListLine (as mailbox and as OLDNAME) and StatusLine as lines go-imap v2
-// parses, and decodes to the same UTF-8 name. Run it with
+// FuzzMailboxName: every name IMAP can carry (event.CheckMailboxName)
+// comes out of ListLine (as mailbox and as OLDNAME) and StatusLine as lines
+// go-imap v2 parses, and decodes to the same UTF-8 name. Run it with
 //
 //	go test -run '^$' -fuzz '^FuzzMailboxName$' -fuzztime 60s ./mapping
 func FuzzMailboxName(f *testing.F) {
@@ -90,7 +90,7 @@ func FuzzMailboxName(f *testing.F) {
 			}
 			return r
 		}, name)
-		if ValidName(name) != nil {
+		if event.CheckMailboxName(name) != nil {
 			t.Skip()
 		}
 		checkNameRoundTrip(t, name)

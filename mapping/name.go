@@ -3,7 +3,6 @@
 package mapping
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -49,22 +48,6 @@ func MailboxKey(name string) string {
 	return name
 }
 
-// ValidName reports whether name is a mailbox name IMAP can carry: not empty,
-// valid UTF-8, and without NUL, CR or LF (RFC 3501 forbids them in every
-// string form but literals, and modified UTF-7 would hide them from clients
-// that compare names byte by byte).
-func ValidName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("mapping: empty mailbox name")
-	case !utf8.ValidString(name):
-		return fmt.Errorf("mapping: mailbox name %q is not valid UTF-8", name)
-	case strings.ContainsAny(name, "\x00\r\n"):
-		return fmt.Errorf("mapping: mailbox name %q contains NUL, CR or LF", name)
-	}
-	return nil
-}
-
 // MailboxName returns the wire form of the UTF-8 mailbox name: INBOX (in any
 // case) as the atom INBOX; any other name encoded in modified UTF-7 (RFC 3501
 // section 5.1.3, with go-imap v1's encoder, as maddy's LIST does) and written
@@ -73,7 +56,7 @@ func ValidName(name string) error {
 //
 // MailboxName is total: it never fails. Modified UTF-7 leaves only printable
 // ASCII, so the literal form does not occur for any name; invalid UTF-8 is
-// encoded as U+FFFD (check names with ValidName first).
+// encoded as U+FFFD (check names with event.CheckMailboxName first).
 func MailboxName(name string) []byte {
 	return appendMailbox(nil, name)
 }

@@ -5,6 +5,8 @@ package mapping
 import (
 	"strings"
 	"testing"
+
+	"github.com/maddy-notify/maddy-notify/event"
 )
 
 func TestMailboxName(t *testing.T) {
@@ -68,17 +70,20 @@ func TestAppendString(t *testing.T) {
 	}
 }
 
-func TestValidName(t *testing.T) {
+// TestCheckMailboxName: event.CheckMailboxName, the check of the names
+// mapping is given, accepts every name IMAP can carry and refuses the
+// rest with an error of its package.
+func TestCheckMailboxName(t *testing.T) {
 	for _, ok := range []string{"INBOX", "a", "Entwürfe", `"\`, " ", "&", "😀", "a\tb"} {
-		if err := ValidName(ok); err != nil {
-			t.Errorf("ValidName(%q) = %v, want nil", ok, err)
+		if err := event.CheckMailboxName(ok); err != nil {
+			t.Errorf("CheckMailboxName(%q) = %v, want nil", ok, err)
 		}
 	}
 	for _, bad := range []string{"", "a\rb", "a\nb", "a\x00b", "\xff", "a\xc3"} {
-		if err := ValidName(bad); err == nil {
-			t.Errorf("ValidName(%q) = nil, want error", bad)
-		} else if !strings.HasPrefix(err.Error(), "mapping: ") {
-			t.Errorf("ValidName(%q) error %q lacks the package prefix", bad, err)
+		if err := event.CheckMailboxName(bad); err == nil {
+			t.Errorf("CheckMailboxName(%q) = nil, want error", bad)
+		} else if !strings.HasPrefix(err.Error(), "event: ") {
+			t.Errorf("CheckMailboxName(%q) error %q lacks the package prefix", bad, err)
 		}
 	}
 }

@@ -9,6 +9,10 @@
 //
 // The collectors are process-wide, as Prometheus registries are; each
 // storage.notify block gets its own Set of labelled children.
+//
+// metrics imports nothing of this module (imports_test.go holds it), so
+// that any of the module's packages may record metrics without an import
+// cycle.
 package metrics
 
 import (

@@ -12,7 +12,8 @@
 // accepted grammar, the lenient forms and the errors.
 //
 // notifycmd is pure: no I/O, no locks, no goroutines. It imports only the
-// standard library, package mapping (and event) and go-imap v1.
+// standard library, go-imap v1 (and its utf7) and, of this module, mapping
+// and event (purity_test.go holds all of it).
 package notifycmd
 
 import (

@@ -109,8 +109,9 @@ func appendMsg(t *testing.T, c *imapclient.Client, mbox, subject string) {
 
 // appendRaw appends msg to mbox through c. SQLite answers "database is
 // locked" when two connections write at once; that is the store's answer
-// to the client (DESIGN.md, trap 10), not something these tests check, so
-// such an APPEND is repeated (a few times, with a short pause).
+// to the client, which the module does not hide (docs/guarantees.md), not
+// something these tests check, so such an APPEND is repeated (a few times,
+// with a short pause).
 func appendRaw(t *testing.T, c *imapclient.Client, mbox, msg string) {
 	t.Helper()
 	if err := testkit.RetryLocked(5, func() error { return appendOnce(c, mbox, msg) }); err != nil {

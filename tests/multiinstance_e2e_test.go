@@ -4,7 +4,8 @@ package tests
 // storage.imapsql blocks share one PostgreSQL database (driver postgres)
 // and whose storage.notify blocks use `broker postgres`. A client of A acts;
 // a raw IMAP session on B listens in IDLE and is held to the exact lines of
-// DESIGN.md's mapping table, as the single-instance tests do. EXISTS,
+// the mapping table in docs/notifications.md, as the single-instance tests
+// do. EXISTS,
 // RECENT, EXPUNGE and FETCH FLAGS in B's selected mailbox come through the
 // inner store's own PostgreSQL update pipe (which the wrapper must switch
 // on), and B's module follows the store's EXISTS with its FETCH (UID ...);
@@ -848,8 +849,9 @@ func TestMultiBaselineWindow(t *testing.T) {
 
 // TestMultiFilteredDelivery: mail delivered over SMTP into A that the
 // store's imap_filter files into another folder reaches a session on B as
-// STATUS for that folder (DESIGN.md: the heart of the feature), also when
-// the delivery lands right after the session's first SELECT on B.
+// STATUS for that folder (docs/notifications.md, "Where a mail lands: SMTP
+// delivery"), also when the delivery lands right after the session's first
+// SELECT on B.
 //
 // maddy does not tell a storage wrapper where a delivery landed: the module
 // reconciles the account's mailboxes by state and compares with the values

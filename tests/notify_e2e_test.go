@@ -4,8 +4,8 @@ package tests
 // maddy whose IMAP and SMTP endpoints use a storage.notify block, drives one
 // account from several sessions (go-imap v2 clients, raw IMAP connections,
 // SMTP) and holds the session that listens (in IDLE or at NOOP) to the exact
-// lines of DESIGN.md's mapping table, in the wire forms package mapping
-// produces. Expected values come from the store itself where the store
+// lines of the mapping table in docs/notifications.md, in the wire forms
+// package mapping produces. Expected values come from the store itself where the store
 // decides them (hierarchy delimiter, BODYSTRUCTURE, flags, STATUS values
 // after a burst), so the tests check the wrapper against the store, not
 // against mapping.

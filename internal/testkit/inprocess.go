@@ -114,9 +114,10 @@ func Goroutines(substrs ...string) int {
 // RetryLocked runs op until it does not fail with SQLite's "database is
 // locked", at most tries times, pausing 20 ms × the try number in between,
 // and returns op's last error. go-imap-sql on SQLite answers that to a
-// writer while another connection writes or reads (DESIGN.md, trap 10):
-// the store's answer to the client, which a client repeats and which the
-// tests do not check, so they repeat such a write too.
+// writer while another connection writes or reads: the store's answer to
+// the client, which the module does not hide (docs/guarantees.md), which a
+// client repeats and which the tests do not check, so they repeat such a
+// write too.
 func RetryLocked(tries int, op func() error) error {
 	var err error
 	for try := 1; try <= tries; try++ {
