@@ -38,7 +38,7 @@ func lines(ls ...string) [][]byte {
 	return out
 }
 
-// TestMapTable walks DESIGN.md's mapping table row by row, for a session of
+// TestMapTable walks the mapping table of docs/notifications.md row by row, for a session of
 // account alice that has INBOX selected, under the default policy.
 func TestMapTable(t *testing.T) {
 	p := DraftPolicy()

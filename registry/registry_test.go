@@ -43,7 +43,7 @@ func TestMessageEventStatusFanOut(t *testing.T) {
 	waitQuiet(t, r, all...)
 
 	st.appendMsg("alice", "Archive")
-	r.Publish(event.Event{Kind: event.MessageAppend, Account: "alice", Mailbox: "Archive", UIDs: []uint32{1}, Origin: origin.ID()})
+	r.Publish(event.Event{Kind: event.MessageAppend, Account: "alice", Mailbox: "Archive", Origin: origin.ID()})
 	want := []string{"* STATUS \"Archive\" (MESSAGES 1 UIDNEXT 2 UNSEEN 1)\r\n"}
 	waitFor(t, "the idling session's STATUS", func() bool { return idleOut.Len() > 0 })
 	waitQuiet(t, r, all...)
@@ -147,7 +147,7 @@ func testCoalesced(t *testing.T, cs coalesceStore) {
 
 	for i := 0; i < n; i++ {
 		cs.appendMsg()
-		r.Publish(event.Event{Kind: event.MessageAppend, Account: cs.acct, Mailbox: "Archive", UIDs: []uint32{uint32(i + 1)}})
+		r.Publish(event.Event{Kind: event.MessageAppend, Account: cs.acct, Mailbox: "Archive"})
 		runtime.Gosched() // let the worker interleave with the appends
 	}
 	want := cs.statusLine()
@@ -218,14 +218,14 @@ func TestFlagChange(t *testing.T) {
 	waitQuiet(t, r, idle, notIdle)
 
 	st.setFlags("alice", "Archive", `\Flagged`)
-	r.Publish(event.Event{Kind: event.FlagChange, Account: "alice", Mailbox: "Archive", UIDs: []uint32{1}, Flags: []string{`\Flagged`}})
+	r.Publish(event.Event{Kind: event.FlagChange, Account: "alice", Mailbox: "Archive"})
 	waitQuiet(t, r, idle, notIdle)
 	notIdle.Flush()
 	sameLines(t, "idling session, \\Flagged", idleOut.Take(), nil)
 	sameLines(t, "non-idling session, \\Flagged", notIdleOut.Take(), nil)
 
 	st.setFlags("alice", "Archive", `\Seen`)
-	r.Publish(event.Event{Kind: event.FlagChange, Account: "alice", Mailbox: "Archive", UIDs: []uint32{1}, Flags: []string{`\Flagged`, `\Seen`}})
+	r.Publish(event.Event{Kind: event.FlagChange, Account: "alice", Mailbox: "Archive"})
 	want := []string{"* STATUS \"Archive\" (MESSAGES 1 UIDNEXT 2 UNSEEN 0)\r\n"}
 	waitFor(t, "STATUS after \\Seen", func() bool { return idleOut.Len() > 0 })
 	waitQuiet(t, r, idle, notIdle)
@@ -247,7 +247,7 @@ func TestFlagChange(t *testing.T) {
 		waitQuiet(t, r, s)
 
 		st.setFlags("alice", "Archive", `\Seen`)
-		r.Publish(event.Event{Kind: event.FlagChange, Account: "alice", Mailbox: "Archive", UIDs: []uint32{1}, Flags: []string{`\Seen`}})
+		r.Publish(event.Event{Kind: event.FlagChange, Account: "alice", Mailbox: "Archive"})
 		waitQuiet(t, r, s)
 		s.Flush()
 		sameLines(t, "session without UNSEEN", out.Take(), nil)
