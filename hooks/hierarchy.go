@@ -3,8 +3,6 @@
 package hooks
 
 import (
-	"sort"
-
 	"github.com/emersion/go-imap"
 
 	"github.com/maddy-notify/maddy-notify/event"
@@ -42,11 +40,12 @@ func (u *User) hierarchyChange(op func() error, ren *rename) error {
 		u.log.Error("cannot list mailboxes after a mailbox change; no LIST lines for it", err, "account", u.inner.Username())
 		return nil
 	}
+	created, deleted := registry.DiffMailboxes(before, after)
 	renamed := map[string]bool{}
 	if ren != nil && mapping.IsInbox(ren.from) {
 		u.publish(event.Event{Kind: event.MessageExpunge, Mailbox: "INBOX"})
 	} else if ren != nil {
-		for _, old := range sortedInfos(before) {
+		for _, old := range deleted {
 			suffix, ok := childSuffix(old.Name, ren.from, old.Delimiter)
 			if !ok {
 				continue
@@ -60,14 +59,14 @@ func (u *User) hierarchyChange(op func() error, ren *rename) error {
 				Delimiter: nw.Delimiter, Attrs: mapping.WithoutSubscribed(nw.Attributes), Subscribed: mapping.IsSubscribed(nw.Attributes)})
 		}
 	}
-	for _, info := range sortedInfos(after) {
-		if _, ok := before[mapping.MailboxKey(info.Name)]; !ok && !renamed[mapping.MailboxKey(info.Name)] {
+	for _, info := range created {
+		if !renamed[mapping.MailboxKey(info.Name)] {
 			u.publish(event.Event{Kind: event.MailboxCreate, Mailbox: info.Name,
 				Delimiter: info.Delimiter, Attrs: mapping.WithoutSubscribed(info.Attributes), Subscribed: mapping.IsSubscribed(info.Attributes)})
 		}
 	}
-	for _, info := range sortedInfos(before) {
-		if _, ok := after[mapping.MailboxKey(info.Name)]; !ok && !renamed[mapping.MailboxKey(info.Name)] {
+	for _, info := range deleted {
+		if !renamed[mapping.MailboxKey(info.Name)] {
 			u.publish(event.Event{Kind: event.MailboxDelete, Mailbox: info.Name, Delimiter: info.Delimiter})
 		}
 	}
@@ -82,22 +81,7 @@ func (u *User) listAll() (map[string]imap.MailboxInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]imap.MailboxInfo, len(infos))
-	for _, info := range infos {
-		out[mapping.MailboxKey(info.Name)] = info
-	}
-	return out, nil
-}
-
-// sortedInfos returns the mailboxes in name order, so that parents come
-// before their children in the events.
-func sortedInfos(m map[string]imap.MailboxInfo) []imap.MailboxInfo {
-	out := make([]imap.MailboxInfo, 0, len(m))
-	for _, info := range m {
-		out = append(out, info)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return registry.MailboxSet(infos), nil
 }
 
 // childSuffix reports whether name is from or one of its descendants, and
