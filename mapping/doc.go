@@ -7,8 +7,14 @@
 // wire encoding of everything storage.notify writes itself:
 // mailbox names (modified UTF-7, INBOX, quoting, literals), STATUS, LIST
 // (including \NonExistent, \Subscribed and the OLDNAME extended item) and
-// FETCH lines. Map decides; the *Line functions encode; StatusView keeps the
-// per-session memory that makes STATUS coalesced and state-based.
+// FETCH lines. Map decides, and is the only place that does: the registry
+// asks it about every mailbox event queued for a session, about every new
+// STATUS value of a mailbox (MapStatus, which applies Map's answer to the
+// session's StatusView) and about the new messages of the selected mailbox
+// (MapNewMessages). The *Line functions encode; StatusView keeps the
+// per-session memory that makes STATUS coalesced and state-based. A change
+// of what a session is told is a change of Map (map.go), or of
+// Interest.Match for what a NOTIFY client's filters select.
 //
 // mapping is pure: no I/O, no locks, no goroutines, no clock. Every function
 // may be called from any goroutine; a StatusView belongs to one session and

@@ -5,6 +5,7 @@ package registry
 import (
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-imap"
@@ -14,8 +15,9 @@ import (
 	"github.com/maddy-notify/maddy-notify/mapping"
 )
 
-// This file holds the account's mailbox list (account.names) and the
-// mailbox sets the sessions have been told (Session.names).
+// This file holds the account's mailbox list (account.names), the mailbox
+// sets the sessions have been told (Session.names), and the lock that
+// orders one account's hierarchy changes (LockHierarchy).
 
 // ListMailboxes lists every mailbox of user (ListMailboxes(false)) with
 // \Subscribed among the attributes of each one the user has subscribed,
@@ -252,4 +254,39 @@ func subscribedIn(names map[string]imap.MailboxInfo, key string) (subscribed boo
 		return false, ""
 	}
 	return mapping.IsSubscribed(info.Attributes), info.Delimiter
+}
+
+// hierarchyLock serialises one account's mailbox hierarchy changes.
+type hierarchyLock struct {
+	mu    sync.Mutex
+	users int
+}
+
+// LockHierarchy serialises the mailbox hierarchy changes of acct made
+// through this module instance (CREATE, DELETE, RENAME, SUBSCRIBE): the
+// caller lists the mailboxes, changes them, lists them again and publishes
+// the difference before it calls the returned unlock, so that the events
+// of changes made by different sessions at the same time are published in
+// the order the store made them. It may be called from any goroutine.
+func (r *Registry) LockHierarchy(acct string) (unlock func()) {
+	r.hierMu.Lock()
+	if r.hier == nil {
+		r.hier = map[string]*hierarchyLock{}
+	}
+	l := r.hier[acct]
+	if l == nil {
+		l = &hierarchyLock{}
+		r.hier[acct] = l
+	}
+	l.users++
+	r.hierMu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		r.hierMu.Lock()
+		if l.users--; l.users == 0 {
+			delete(r.hier, acct)
+		}
+		r.hierMu.Unlock()
+	}
 }

@@ -376,41 +376,6 @@ func (r *Registry) HasAccount(acct string) bool {
 	return r.accounts[acct] != nil
 }
 
-// hierarchyLock serialises one account's mailbox hierarchy changes.
-type hierarchyLock struct {
-	mu    sync.Mutex
-	users int
-}
-
-// LockHierarchy serialises the mailbox hierarchy changes of acct made
-// through this module instance (CREATE, DELETE, RENAME, SUBSCRIBE): the
-// caller lists the mailboxes, changes them, lists them again and publishes
-// the difference before it calls the returned unlock, so that the events
-// of changes made by different sessions at the same time are published in
-// the order the store made them. It may be called from any goroutine.
-func (r *Registry) LockHierarchy(acct string) (unlock func()) {
-	r.hierMu.Lock()
-	if r.hier == nil {
-		r.hier = map[string]*hierarchyLock{}
-	}
-	l := r.hier[acct]
-	if l == nil {
-		l = &hierarchyLock{}
-		r.hier[acct] = l
-	}
-	l.users++
-	r.hierMu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		r.hierMu.Lock()
-		if l.users--; l.users == 0 {
-			delete(r.hier, acct)
-		}
-		r.hierMu.Unlock()
-	}
-}
-
 // StartKeepalive makes the registry write "* OK Still here" to every
 // idling client that was written nothing for every (the store's lines and
 // the module's count), so that NAT and mobile networks keep the connection
