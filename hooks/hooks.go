@@ -205,6 +205,24 @@ func (u *User) publish(ev event.Event) {
 	u.pub.Publish(ev)
 }
 
+// beginChange tells the registry that a change of the messages of the
+// mailboxes is under way (registry.Registry.BeginChange); the returned end
+// is called, deferred, after the change's events were published.
+func (u *User) beginChange(mailboxes ...string) (end func()) {
+	if u.reg == nil {
+		return func() {}
+	}
+	ends := make([]func(), len(mailboxes))
+	for i, mbox := range mailboxes {
+		ends[i] = u.reg.BeginChange(u.inner.Username(), mbox)
+	}
+	return func() {
+		for _, end := range ends {
+			end()
+		}
+	}
+}
+
 // Status forwards to the inner user.
 func (u *User) Status(mbox string, items []imap.StatusItem) (*imap.MailboxStatus, error) {
 	return u.inner.Status(mbox, items)
@@ -241,6 +259,7 @@ func (u *User) CreateMessage(mbox string, flags []string, date time.Time, body i
 	if m, ok := selectedMailbox.(*Mailbox); ok {
 		selectedMailbox = m.inner
 	}
+	defer u.beginChange(mbox)()
 	if err := u.inner.CreateMessage(mbox, flags, date, body, selectedMailbox); err != nil {
 		return err
 	}
@@ -394,6 +413,7 @@ func (m *Mailbox) SearchMessages(uid bool, criteria *imap.SearchCriteria) ([]uin
 
 // UpdateMessagesFlags forwards to the inner mailbox.
 func (m *Mailbox) UpdateMessagesFlags(uid bool, seqset *imap.SeqSet, operation imap.FlagsOp, silent bool, flags []string) error {
+	defer m.user.beginChange(m.inner.Name())()
 	if err := m.inner.UpdateMessagesFlags(uid, seqset, operation, silent, flags); err != nil {
 		return err
 	}
@@ -403,6 +423,7 @@ func (m *Mailbox) UpdateMessagesFlags(uid bool, seqset *imap.SeqSet, operation i
 
 // CopyMessages forwards to the inner mailbox.
 func (m *Mailbox) CopyMessages(uid bool, seqset *imap.SeqSet, dest string) error {
+	defer m.user.beginChange(dest)()
 	if err := m.inner.CopyMessages(uid, seqset, dest); err != nil {
 		return err
 	}
@@ -417,6 +438,7 @@ func (m *Mailbox) MoveMessages(uid bool, seqset *imap.SeqSet, dest string) error
 	if !ok {
 		return errMoveUnsupported
 	}
+	defer m.user.beginChange(dest, m.inner.Name())()
 	if err := mv.MoveMessages(uid, seqset, dest); err != nil {
 		return err
 	}
@@ -427,6 +449,7 @@ func (m *Mailbox) MoveMessages(uid bool, seqset *imap.SeqSet, dest string) error
 
 // Expunge forwards to the inner mailbox (EXPUNGE, CLOSE).
 func (m *Mailbox) Expunge() error {
+	defer m.user.beginChange(m.inner.Name())()
 	if err := m.inner.Expunge(); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ package registry
 import (
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-imap"
@@ -56,6 +57,10 @@ type account struct {
 	namesGen    uint64
 	namesShared bool
 	running     bool
+	// flights are the changes of the account's mailboxes under way through
+	// this instance's hooks (Registry.BeginChange): the worker lets those
+	// of the mailboxes it is about to query end first (awaitFlights).
+	flights map[*flight]struct{}
 	// gate counts the sessions that were about to take the values of the
 	// worker's last pass; the next pass waits for them (awaitGate).
 	gate *takeGate
@@ -295,7 +300,7 @@ type takenStatus struct {
 // store cannot be read now, the worker learns them later (baseline).
 func (r *Registry) newAccount(acct string) (a *account) {
 	a = &account{name: acct, sessions: map[uint64]*Session{}, status: map[string]*statusEntry{},
-		pending: map[string]pendingChange{}, queried: map[string]lastQuery{}}
+		pending: map[string]pendingChange{}, queried: map[string]lastQuery{}, flights: map[*flight]struct{}{}}
 	if !r.policy.Plain.TellsMailboxes() {
 		// Nobody is told STATUS or LIST: there is nothing to learn.
 		return a
@@ -342,4 +347,40 @@ func (a *account) tellsLocked(r *Registry) bool {
 		}
 	}
 	return false
+}
+
+// flight is one change of a mailbox under way (Registry.BeginChange).
+type flight struct {
+	key  string
+	done chan struct{}
+}
+
+// BeginChange records that the caller (the hooks, on a session's command
+// goroutine) is about to change the messages of mailbox of acct through the
+// store; the returned end must be called once the store call returned and
+// the change's event, if any, was published. While a change is under way,
+// the account's worker does not query the STATUS of its mailbox (it waits
+// for the change to end, awaitFlights): a query that ran meanwhile might
+// or might not see the change, and a change it saw but whose event came
+// after it started would be queried again for a value no session is told.
+// It may be called from any goroutine; end may be called more than once.
+func (r *Registry) BeginChange(acct, mailbox string) (end func()) {
+	r.mu.Lock()
+	a := r.accounts[acct]
+	if a == nil || r.closed {
+		r.mu.Unlock()
+		return func() {}
+	}
+	f := &flight{key: mapping.MailboxKey(mailbox), done: make(chan struct{})}
+	a.flights[f] = struct{}{}
+	r.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.mu.Lock()
+			delete(a.flights, f)
+			r.mu.Unlock()
+			close(f.done)
+		})
+	}
 }

@@ -757,3 +757,44 @@ func TestStatusNotQueriedWhenSelectedByAll(t *testing.T) {
 	sameLines(t, "session b", bOut.Take(), []string{st.statusLine("alice", "INBOX", mapping.AnyTimePolicy().StatusItems)})
 	sameLines(t, "session a", aOut.Take(), nil)
 }
+
+// A change under way (BeginChange) in a mailbox whose STATUS the account's
+// worker is about to query holds the query until it ended: the one query
+// then reads both changes, and the sessions get one line with both. A
+// change under way in a mailbox with no pending change holds nothing.
+func TestStatusWaitsForChangeUnderWay(t *testing.T) {
+	st := newTestStore(t, "alice")
+	st.createMailboxes("alice", "Archive", "Sent")
+	r, _ := newRegistry(t, st.opener())
+	out := newOut()
+	s := register(r, "alice", 1, out, "Sent", true)
+	waitQuiet(t, r, s)
+	line := func(mbox string) string { return st.statusLine("alice", mbox, mapping.AnyTimePolicy().StatusItems) }
+	queries := st.stats.Status("Archive")
+
+	end := r.BeginChange("alice", "Archive")
+	st.appendMsg("alice", "Archive")
+	r.Publish(msgEvent(event.MessageAppend, "alice", "Archive", 0))
+	time.Sleep(20 * time.Millisecond) // the worker would query now if it did not wait
+	if n := st.stats.Status("Archive") - queries; n != 0 {
+		t.Errorf("%d queries while a change of Archive was under way, want 0", n)
+	}
+	st.appendMsg("alice", "Archive")
+	r.Publish(msgEvent(event.MessageAppend, "alice", "Archive", 0))
+	end()
+	waitQuiet(t, r, s)
+	if n := st.stats.Status("Archive") - queries; n != 1 {
+		t.Errorf("%d queries of Archive for two changes, want 1", n)
+	}
+	sameLines(t, "the session", out.Take(), []string{line("Archive")})
+	end() // more than once is harmless
+
+	// A change under way in Sent, where nothing is pending, does not hold
+	// the query of INBOX.
+	other := r.BeginChange("alice", "Sent")
+	defer other()
+	st.appendMsg("alice", "INBOX")
+	r.Publish(msgEvent(event.MessageAppend, "alice", "INBOX", 0))
+	waitFor(t, "INBOX's STATUS while Sent's change is under way", func() bool { return out.Len() == 1 })
+	sameLines(t, "the session", out.Take(), []string{line("INBOX")})
+}

@@ -110,7 +110,7 @@ func (a *account) work(r *Registry) {
 		}
 	}()
 	for {
-		if !a.awaitGate(r) {
+		if !a.awaitGate(r) || !a.awaitFlights(r) {
 			return
 		}
 		r.mu.Lock()
@@ -172,6 +172,30 @@ func (a *account) awaitGate(r *Registry) bool {
 	case <-r.stop:
 		return false
 	}
+}
+
+// awaitFlights waits until the changes under way now (BeginChange) in the
+// mailboxes with pending changes have ended, so that the pass that follows
+// takes their events and reads their values. Changes that begin later are
+// not waited for: a mailbox written to without pause is still queried. It
+// reports false when the registry is closing.
+func (a *account) awaitFlights(r *Registry) bool {
+	r.mu.Lock()
+	var wait []chan struct{}
+	for f := range a.flights {
+		if _, ok := a.pending[f.key]; ok {
+			wait = append(wait, f.done)
+		}
+	}
+	r.mu.Unlock()
+	for _, ch := range wait {
+		select {
+		case <-ch:
+		case <-r.stop:
+			return false
+		}
+	}
+	return true
 }
 
 // stopLocked records that the worker stopped and removes the account when
