@@ -684,9 +684,7 @@ func TestStatusQueryWaitsForTheLastValue(t *testing.T) {
 func TestStatusChangeDuringQuery(t *testing.T) {
 	st := newTestStore(t, "alice")
 	st.createMailboxes("alice", "Archive")
-	logger, _ := testkit.NewLog()
-	r := New(mapping.AnyTimePolicy(), st.opener(), logger)
-	defer r.Close()
+	r, _ := newRegistry(t, st.opener())
 	out := newOut()
 	s := register(r, "alice", 1, out, "INBOX", true)
 	waitQuiet(t, r, s)
