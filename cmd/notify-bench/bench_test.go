@@ -86,3 +86,25 @@ func TestReader(t *testing.T) {
 		t.Fatalf("after close: %v", err)
 	}
 }
+
+// A line is stamped once it is complete: not before its last part, here
+// the end of a literal and the rest of the line, was written.
+func TestReaderStampsCompleteLine(t *testing.T) {
+	server, client := net.Pipe()
+	defer server.Close()
+	c := &imapConn{name: "test", conn: client, lines: make(chan line, 8)}
+	go c.read()
+	mid := make(chan time.Time, 1)
+	go func() {
+		server.Write([]byte("* 1 FETCH (BODY[] {5}\r\nhel"))
+		mid <- time.Now()
+		server.Write([]byte("lo)\r\n"))
+	}()
+	l, err := c.next(time.Second)
+	if err != nil || l.text != "* 1 FETCH (BODY[] {5}\r\nhello)" {
+		t.Fatalf("line %q, %v", l.text, err)
+	}
+	if m := <-mid; l.at.Before(m) {
+		t.Fatalf("line stamped at %v, before its last part was written at %v", l.at, m)
+	}
+}

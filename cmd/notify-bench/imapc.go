@@ -4,18 +4,19 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"net"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/maddy-notify/maddy-notify/internal/imapwire"
 )
 
-// line is one response line from the server and the moment the reader read
-// its last byte off the socket.
+// line is one response line from the server and the moment the reader had
+// all of it, literals included (right after its last byte came off the
+// socket).
 type line struct {
 	text string
 	at   time.Time
@@ -65,63 +66,26 @@ func dialIMAP(name, addr string, buf int) (*imapConn, error) {
 	return c, nil
 }
 
-var literalRe = regexp.MustCompile(`\{(\d+)\+?\}\r?\n$`)
-
+// read is the connection's reader goroutine: it splits the socket's bytes
+// into lines (literals included, imapwire.LineReader), stamps each line the
+// moment Next returns it complete and hands it on without waiting. It ends
+// at the first read error, which next then reports.
 func (c *imapConn) read() {
-	r := bufio.NewReaderSize(c.conn, 4096)
-	var partial []byte
+	r := imapwire.NewLineReader(bufio.NewReaderSize(c.conn, 4096))
 	for {
-		chunk, err := r.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			partial = append(partial, chunk...)
-			continue
-		}
+		text, err := r.Next()
 		if err != nil {
 			c.err.Store(&err)
 			close(c.lines)
 			return
 		}
 		now := time.Now()
-		if m := literalRe.FindSubmatch(chunk); m != nil {
-			// A literal follows: read it and the rest of the line.
-			n, _ := strconv.Atoi(string(m[1]))
-			partial = append(partial, chunk...)
-			lit := make([]byte, n)
-			if _, err := ioReadFull(r, lit); err != nil {
-				c.err.Store(&err)
-				close(c.lines)
-				return
-			}
-			partial = append(partial, lit...)
-			continue
-		}
-		var text string
-		if partial != nil {
-			partial = append(partial, chunk...)
-			text = string(partial)
-			partial = nil
-		} else {
-			text = string(chunk)
-		}
-		text = strings.TrimRight(text, "\r\n")
 		select {
 		case c.lines <- line{text: text, at: now}:
 		default:
 			c.dropped.Add(1)
 		}
 	}
-}
-
-func ioReadFull(r *bufio.Reader, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := r.Read(b[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // next returns the next line, waiting at most d.

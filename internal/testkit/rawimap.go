@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/maddy-notify/maddy-notify/internal/imapwire"
 )
 
 // ExpectTimeout is the default time RawConn waits for a line the test
@@ -21,7 +23,7 @@ const ExpectTimeout = 5 * time.Second
 // test can assert the exact bytes the server sends. Lines are returned
 // without their CRLF; a line that announces literals ({n} at its end)
 // is returned with the literals' bytes and the rest of the line appended,
-// as one string.
+// as one string (internal/imapwire reads them).
 //
 // Every untagged line it reads is checked against RFC 3501's formal syntax
 // as it arrives, except a command's own answer (isAnswer: maddy's, not the
@@ -42,19 +44,16 @@ type RawConn struct {
 	// line; ExpectTimeout unless changed.
 	Timeout time.Duration
 
-	t        testing.TB
-	conn     net.Conn
-	r        *bufio.Reader
-	tag      int
-	partial  []byte   // bytes of the line being read (kept across timeouts)
-	segStart int      // offset in partial after the last literal's bytes
-	litLeft  int      // bytes of the current literal still to read
-	queued   []string // lines read ahead (by Idle) that ReadLine returns first
-	idleTag  string   // tag of the running IDLE command, "" if none
-	cmdTag   string   // tag of the command Cmd runs, "" if none
-	cmd      string   // that command
-	faults   int      // lines not of the module that failed the syntax check
-	notify   bool     // NOTIFY SET was sent: the full grammar applies
+	t       testing.TB
+	conn    net.Conn
+	r       *imapwire.LineReader // keeps an unfinished line across timeouts
+	tag     int
+	queued  []string // lines read ahead (by Idle) that ReadLine returns first
+	idleTag string   // tag of the running IDLE command, "" if none
+	cmdTag  string   // tag of the command Cmd runs, "" if none
+	cmd     string   // that command
+	faults  int      // lines not of the module that failed the syntax check
+	notify  bool     // NOTIFY SET was sent: the full grammar applies
 }
 
 // DialRaw connects to the IMAP server at addr, reads its greeting (which
@@ -65,7 +64,7 @@ func DialRaw(t testing.TB, addr string) *RawConn {
 	if err != nil {
 		t.Fatalf("testkit: dial IMAP %s: %v", addr, err)
 	}
-	c := &RawConn{Timeout: ExpectTimeout, t: t, conn: conn, r: bufio.NewReader(conn)}
+	c := &RawConn{Timeout: ExpectTimeout, t: t, conn: conn, r: imapwire.NewLineReader(bufio.NewReader(conn))}
 	t.Cleanup(func() {
 		conn.Close()
 		if c.faults > 1 {
@@ -179,43 +178,11 @@ func (c *RawConn) check(line string) {
 	reportLine(c.t, src, line, err)
 }
 
-// readConn reads the next line from the connection.
+// readConn reads the next line from the connection, waiting at most
+// timeout; an unfinished line stays in c.r for the next call.
 func (c *RawConn) readConn(timeout time.Duration) (string, error) {
 	c.conn.SetReadDeadline(time.Now().Add(timeout))
-	for {
-		if c.litLeft > 0 {
-			chunk := make([]byte, c.litLeft)
-			n, err := c.r.Read(chunk)
-			c.partial = append(c.partial, chunk[:n]...)
-			c.litLeft -= n
-			if err != nil {
-				return "", err
-			}
-			c.segStart = len(c.partial)
-			continue
-		}
-		chunk, err := c.r.ReadSlice('\n')
-		c.partial = append(c.partial, chunk...)
-		if errors.Is(err, bufio.ErrBufferFull) {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		// Only text outside literals can announce a literal.
-		if m := literalRe.FindSubmatch(c.partial[c.segStart:]); m != nil {
-			n, err := strconv.Atoi(string(m[1]))
-			if err != nil {
-				return "", fmt.Errorf("testkit: bad literal size in %q", c.partial)
-			}
-			c.litLeft = n
-			c.segStart = len(c.partial)
-			continue
-		}
-		line := strings.TrimSuffix(strings.TrimSuffix(string(c.partial), "\n"), "\r")
-		c.partial, c.segStart = nil, 0
-		return line, nil
-	}
+	return c.r.Next()
 }
 
 // notifySetRe matches a tagged NOTIFY SET command line.
@@ -224,10 +191,6 @@ var notifySetRe = regexp.MustCompile(`(?i)^[^ ]+ NOTIFY SET[ (]`)
 // Notify reports whether the connection has sent NOTIFY SET, so that its
 // lines are held to the full grammar rather than the plain one.
 func (c *RawConn) Notify() bool { return c.notify }
-
-// literalRe matches a literal announcement ("{n}" or the non-synchronizing
-// "{n+}") at the end of a line.
-var literalRe = regexp.MustCompile(`\{(\d+)\+?\}\r?\n$`)
 
 // Idle sends IDLE and waits for the server's continuation request ("+ ...").
 // Untagged lines that arrive before it are kept and returned by the next
@@ -343,8 +306,8 @@ func (c *RawConn) ExpectNothing(t testing.TB, d time.Duration) {
 		t.Fatalf("testkit: unexpected line %q", line)
 	case !errors.Is(err, os.ErrDeadlineExceeded):
 		t.Fatalf("testkit: expected silence: %v", err)
-	case len(c.partial) > 0:
-		t.Fatalf("testkit: unexpected partial line %q", c.partial)
+	case c.r.Partial() != "":
+		t.Fatalf("testkit: unexpected partial line %q", c.r.Partial())
 	}
 }
 
