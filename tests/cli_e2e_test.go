@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
 package tests
 
 // maddy's CLI (imap-mboxes, imap-msgs) run next to a running server: the

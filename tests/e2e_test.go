@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
 package tests
 
 // End-to-end tests: each test starts its own maddy process (the full maddy

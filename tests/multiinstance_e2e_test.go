@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
 package tests
 
 // Multi-instance end-to-end tests: two maddy processes, A and B, whose

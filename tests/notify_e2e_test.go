@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
 package tests
 
 // End-to-end tests of the notifications themselves: each test starts its own

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
 package tests
 
 // Robustness end-to-end tests: what an operator with thousands of clients,

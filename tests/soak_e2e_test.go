@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
 package tests
 
 // The consistency soak: acting sessions change an account at random

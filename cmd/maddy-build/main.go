@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
 // Command maddy-build builds the maddy mail server (the full maddy CLI:
 // run, creds, imap-acct, imap-mboxes, imap-msgs, hash, ...) with the
 // storage.notify module of maddy-notify linked in.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
 // Command notify-watch logs in to an IMAP server, selects a mailbox, sits in
 // IDLE and prints every untagged response the server sends, exactly as it
 // arrives on the wire, each prefixed with a timestamp (RFC 3339 with

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
 // Package custombuild builds the full maddy command-line program with one
 // extra module linked in, the way xcaddy builds Caddy.
 //

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+
 // Package testkit runs end-to-end tests against a real maddy process: the
 // full maddy v0.8.2 CLI with storage.notify linked in (see
 // internal/custombuild).
