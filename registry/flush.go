@@ -19,16 +19,20 @@ func (s *Session) Flush() { s.flush(true) }
 
 // due is what one flush took from the session.
 type due struct {
-	view     mapping.SessionView
-	fetcher  Fetcher
-	queue    []item
-	keys     []string // mailboxes whose STATUS changed, in name order
-	dirtyAt  time.Time
-	resync   bool // the queue overflowed: resynchronise by state
-	lost     bool // tell NOTIFICATIONOVERFLOW
-	fetch    bool // the FETCH of new messages is due now
-	fetchAt  time.Time
-	alive    bool // a keepalive is due
+	view    mapping.SessionView
+	fetcher Fetcher
+	queue   []item
+	keys    []string // mailboxes whose STATUS changed, in name order
+	dirtyAt time.Time
+	resync  bool // the queue overflowed: resynchronise by state
+	lost    bool // tell NOTIFICATIONOVERFLOW
+	fetch   bool // the FETCH of new messages is due now
+	fetchAt time.Time
+	alive   bool // a keepalive is due
+	// gate is the account worker's gate the session was counted in: it
+	// is released once the values of keys were read (releaseGate), so
+	// that the worker's next pass cannot replace them before.
+	gate     *takeGate
 	deferred []item
 	kept     []string // keys of values that wait for IDLE
 }
@@ -81,6 +85,7 @@ func (s *Session) flush(atPoll bool) {
 	}
 	d := s.take(atPoll)
 	defer s.putBack(d)
+	defer d.releaseGate() // on every way out; after a write only if a panic came first
 	if d.resync {
 		s.resync(d)
 	}
@@ -90,6 +95,9 @@ func (s *Session) flush(atPoll bool) {
 	}
 	s.tellEvents(d, &w)
 	s.tellStatus(d, &w)
+	// The values are read: the worker may go on, whatever the writes below
+	// take (the client may have stopped reading).
+	d.releaseGate()
 	if items := mapping.MapNewMessages(s.reg.policy, d.view); d.fetch && d.fetcher != nil && items != nil {
 		// The FETCH of new messages goes first: it follows the store's
 		// EXISTS, and the STATUS/LIST lines come after it.
@@ -132,7 +140,7 @@ func (s *Session) take(atPoll bool) *due {
 		clear(s.dirty)
 		d.dirtyAt, s.dirtyAt = s.dirtyAt, time.Time{}
 	}
-	s.releaseGateLocked()
+	d.gate, s.gate = s.gate, nil
 	// The FETCH of new messages: now at the Poll and in IDLE; a NOTIFY
 	// session's writer outside IDLE leaves it to the next Poll.
 	fetchNow := atPoll || s.idling
@@ -156,6 +164,14 @@ func (s *Session) take(atPoll bool) *due {
 	}
 	s.flushing = true
 	return d
+}
+
+// releaseGate releases the session's place in the worker's gate, once.
+func (d *due) releaseGate() {
+	if d.gate != nil {
+		d.gate.release()
+		d.gate = nil
+	}
 }
 
 // putBack returns to the session what the flush d did not tell: what waits
