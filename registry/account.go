@@ -367,7 +367,9 @@ type flight struct {
 func (r *Registry) BeginChange(acct, mailbox string) (end func()) {
 	r.mu.Lock()
 	a := r.accounts[acct]
-	if a == nil || r.closed {
+	if a == nil || r.closed || a.names == nil {
+		// No session, or the account's state is not kept (nobody is told
+		// STATUS, as under plain_clients selected): nothing waits.
 		r.mu.Unlock()
 		return func() {}
 	}
