@@ -616,9 +616,10 @@ func TestStatusNotRepeatedForSeenChange(t *testing.T) {
 }
 
 // The next STATUS query of a mailbox waits until the sessions whose writer
-// was about to take the last value of it have taken it: otherwise, when the
+// was about to take the last value of it have read it: otherwise, when the
 // writers lag behind the worker, the next value replaces the last one in
-// their queues and they are told only every other value. It does not wait
+// the account's state before they read it, and they are told only every
+// other value. There is no timer in the wait. It does not wait
 // for a session that does not idle (nothing takes a value before the
 // client's NOOP) or whose writer is in the middle of a write (its client
 // may have stopped reading).
