@@ -33,6 +33,7 @@ type account struct {
 	// case-insensitive INBOX); version numbers its values.
 	status  map[string]*statusEntry
 	version uint64
+	lastID  uint64 // the last statusEntry.id given
 	// pending holds, per mailbox key, the changes no query has been run
 	// for yet.
 	pending map[string]pendingChange
@@ -70,6 +71,9 @@ type account struct {
 
 // statusEntry is the account's newest STATUS value of one mailbox.
 type statusEntry struct {
+	// id names the mailbox's state for as long as the account knows it,
+	// across renames (Session.taken).
+	id      uint64
 	mailbox string // as the store spells it
 	value   mapping.Status
 	// version is the account's version of value; 0 for a value learnt
@@ -171,6 +175,13 @@ func (a *account) seenLocked(key string, p pendingChange) bool {
 	return q.marked && q.sessionGen == a.sessionGen && (q.origin == 0 || q.origin == p.origin)
 }
 
+// newEntryLocked returns a new state of mailbox, holding value, learnt
+// without telling anyone (version 0).
+func (a *account) newEntryLocked(mailbox string, value mapping.Status) *statusEntry {
+	a.lastID++
+	return &statusEntry{id: a.lastID, mailbox: mailbox, value: value}
+}
+
 // forgetLocked drops what the account knows of the STATUS of key.
 func (a *account) forgetLocked(key string) {
 	delete(a.status, key)
@@ -197,9 +208,7 @@ func (a *account) applyMailboxEventLocked(r *Registry, ev event.Event) {
 		if old == "INBOX" {
 			// RENAME INBOX moves the messages and leaves INBOX empty.
 			if e := a.status[old]; e != nil {
-				moved := *e
-				moved.mailbox = ev.Mailbox
-				a.status[nw] = &moved
+				a.status[nw] = a.newEntryLocked(ev.Mailbox, e.value)
 			}
 			a.addPendingLocked(old, 0, ev.Time, false)
 			return

@@ -266,31 +266,22 @@ func (s *Session) tellStatus(d *due, w *lineSet) {
 		return
 	}
 	p := s.reg.policy
-	taken := s.reg.statusFor(s, d.keys)
-	if len(taken) < len(d.keys) && s.taken != nil {
-		// Deleted or renamed away: nothing more to remember of them.
-		for _, key := range d.keys {
-			if !slices.ContainsFunc(taken, func(ts takenStatus) bool { return ts.key == key }) {
-				delete(s.taken, key)
-			}
-		}
-	}
-	for _, ts := range taken {
+	for _, ts := range s.reg.statusFor(s, d.keys) {
 		if s.view == nil {
 			s.view = mapping.NewStatusView(p.StatusItems)
 		}
 		if s.taken == nil {
-			s.taken = map[string]uint64{}
+			s.taken = map[uint64]uint64{}
 		}
 		e := ts.entry
-		own := e.ownSince(s.id, max(s.taken[ts.key], s.baseVersion))
+		own := e.ownSince(s.id, max(s.taken[e.id], s.baseVersion))
 		line, wait := mapping.MapStatus(p, d.view, s.view, mapping.StatusChange{Mailbox: e.mailbox,
 			Delimiter: ts.delimiter, Subscribed: ts.subscribed, Value: e.value, Own: own})
 		if wait {
 			d.kept = append(d.kept, ts.key)
 			continue
 		}
-		s.taken[ts.key] = e.version
+		s.taken[e.id] = e.version
 		if line != nil {
 			w.add(kindSTATUS, d.dirtyAt, line)
 		}

@@ -132,11 +132,12 @@ type Session struct {
 	// flushMu serialises Flush between the writer goroutine and the
 	// command goroutine; view and taken are only touched under it. view
 	// is what the client was told of each mailbox's STATUS, nil until the
-	// session is first handed a value; taken is the account's version of
-	// each mailbox's value the session last took.
+	// session is first handed a value; taken is, by statusEntry.id, the
+	// account's version of each mailbox's value the session last took (an
+	// entry stays after its mailbox is deleted: one per deleted mailbox).
 	flushMu sync.Mutex
 	view    *mapping.StatusView
-	taken   map[string]uint64
+	taken   map[uint64]uint64
 }
 
 // ID returns the session's opaque id (the Origin of its own events).
@@ -264,27 +265,16 @@ func (s *Session) markStatus(key string, since time.Time, gate *takeGate) {
 	s.kickLocked()
 }
 
-// renameStatus moves what the session has yet to take, and the versions it
-// took, from the keys of renamed to their new keys. It is called with
-// Registry.mu held.
+// renameStatus moves what the session has yet to take from the keys of
+// renamed to their new keys (the versions it took are kept by the state's
+// id, which a rename keeps). It is called with Registry.mu held.
 func (s *Session) renameStatus(renamed map[string]string) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	for from, to := range renamed {
 		if _, ok := s.dirty[from]; ok {
 			delete(s.dirty, from)
 			s.dirty[to] = struct{}{}
-		}
-	}
-	s.mu.Unlock()
-	// taken is the flush's; a Flush under way finds the old keys gone.
-	if !s.flushMu.TryLock() {
-		return
-	}
-	defer s.flushMu.Unlock()
-	for from, to := range renamed {
-		if v, ok := s.taken[from]; ok {
-			delete(s.taken, from)
-			s.taken[to] = v
 		}
 	}
 }

@@ -331,7 +331,7 @@ func (a *account) learn(r *Registry, mailboxes []string) {
 		}
 		r.mu.Lock()
 		if _, known := a.status[mapping.MailboxKey(mbox)]; !known {
-			a.status[mapping.MailboxKey(mbox)] = &statusEntry{mailbox: mbox, value: st}
+			a.status[mapping.MailboxKey(mbox)] = a.newEntryLocked(mbox, st)
 		}
 		r.mu.Unlock()
 	}
@@ -416,7 +416,7 @@ func (a *account) query(r *Registry, jobs []statusJob, since time.Time) {
 func (a *account) setLocked(key string, j statusJob, st mapping.Status, since time.Time, gate *takeGate) bool {
 	e, known := a.status[key]
 	if !known {
-		e = &statusEntry{mailbox: j.mailbox}
+		e = a.newEntryLocked(j.mailbox, st)
 		a.status[key] = e
 	}
 	old := e.value
