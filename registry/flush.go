@@ -55,9 +55,7 @@ var kindNames = [...]string{kindLIST: "LIST", kindSTATUS: "STATUS", kindKeepaliv
 func (w *lineSet) add(k int, at time.Time, lines ...[]byte) {
 	w.lines = append(w.lines, lines...)
 	w.counts[k] += len(lines)
-	if !at.IsZero() && (w.oldest[k].IsZero() || at.Before(w.oldest[k])) {
-		w.oldest[k] = at
-	}
+	w.oldest[k] = earliest(w.oldest[k], at)
 }
 
 // flush writes what is due, in order: the FETCH of new messages (it
@@ -98,10 +96,10 @@ func (s *Session) flush(atPoll bool) {
 	// The values are read: the worker may go on, whatever the writes below
 	// take (the client may have stopped reading).
 	d.releaseGate()
-	if items := mapping.MapNewMessages(s.reg.policy, d.view); d.fetch && d.fetcher != nil && items != nil {
+	if d.fetch && d.fetcher != nil {
 		// The FETCH of new messages goes first: it follows the store's
 		// EXISTS, and the STATUS/LIST lines come after it.
-		if !s.fetchNew(d.fetcher, items, d.fetchAt) {
+		if items := mapping.MapNewMessages(s.reg.policy, d.view); items != nil && !s.fetchNew(d.fetcher, items, d.fetchAt) {
 			return
 		}
 	}
@@ -142,28 +140,22 @@ func (s *Session) take(atPoll bool) *due {
 	}
 	d.gate, s.gate = s.gate, nil
 	// The FETCH of new messages: now at the Poll and in IDLE; a NOTIFY
-	// session's writer outside IDLE leaves it to the next Poll.
-	fetchNow := atPoll || s.idling
-	if s.fetchDue {
-		if fetchNow {
-			d.fetch, d.fetchAt = true, s.fetchDueAt
-		} else {
-			if !s.fetchLeft || (!s.fetchDueAt.IsZero() && s.fetchDueAt.Before(s.fetchLeftAt)) {
-				s.fetchLeftAt = s.fetchDueAt
-			}
-			s.fetchLeft = true
-		}
+	// session's writer outside IDLE leaves it due for the next Poll.
+	if s.fetchDue && (atPoll || s.idling) {
+		d.fetch, d.fetchAt = true, s.fetchDueAt
 		s.fetchDue, s.fetchDueAt = false, time.Time{}
-	}
-	if fetchNow && s.fetchLeft {
-		if !d.fetch || (!s.fetchLeftAt.IsZero() && s.fetchLeftAt.Before(d.fetchAt)) {
-			d.fetchAt = s.fetchLeftAt
-		}
-		d.fetch = true
-		s.fetchLeft, s.fetchLeftAt = false, time.Time{}
 	}
 	s.flushing = true
 	return d
+}
+
+// earliest returns the earlier of two times of changes, a zero time being
+// unknown (the other wins).
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
 
 // releaseGate releases the session's place in the worker's gate, once.
@@ -193,9 +185,7 @@ func (s *Session) putBack(d *due) {
 		for _, key := range d.kept {
 			s.dirty[key] = struct{}{}
 		}
-		if !d.dirtyAt.IsZero() && (s.dirtyAt.IsZero() || d.dirtyAt.Before(s.dirtyAt)) {
-			s.dirtyAt = d.dirtyAt
-		}
+		s.dirtyAt = earliest(s.dirtyAt, d.dirtyAt)
 	}
 	s.kickLocked()
 }

@@ -78,8 +78,9 @@ type Session struct {
 	dirtyAt time.Time
 	gate    *takeGate
 	// fetchDue: the store announced new messages in the selected mailbox
-	// (fetchDueAt: when) and their FETCH is due. keepalive: a keepalive is
-	// due.
+	// (fetchDueAt: when) and their FETCH is due: in IDLE from the writer,
+	// otherwise at the next Poll (the store's EXISTS goes out only there).
+	// keepalive: a keepalive is due.
 	fetchDue   bool
 	fetchDueAt time.Time
 	keepalive  bool
@@ -88,11 +89,6 @@ type Session struct {
 	// it were lost, to be told with NOTIFICATIONOVERFLOW.
 	notify *mapping.Interest
 	lost   bool
-	// fetchLeft: the writer of a NOTIFY session outside IDLE left the
-	// FETCH of new messages to the next Poll (fetchLeftAt: when the store
-	// announced them).
-	fetchLeft   bool
-	fetchLeftAt time.Time
 	// fetchTries counts FetchNew calls that found an announced message not
 	// yet readable; they are retried with backoff, up to maxFetchTries.
 	fetchTries int
@@ -255,9 +251,7 @@ func (s *Session) markStatus(key string, since time.Time, gate *takeGate) {
 		s.dirty = map[string]struct{}{}
 	}
 	s.dirty[key] = struct{}{}
-	if !since.IsZero() && (s.dirtyAt.IsZero() || since.Before(s.dirtyAt)) {
-		s.dirtyAt = since
-	}
+	s.dirtyAt = earliest(s.dirtyAt, since)
 	if s.gate == nil && s.writableLocked() && !s.flushing {
 		s.gate = gate
 		gate.add()
@@ -357,9 +351,10 @@ func (s *Session) enqueue(it item) {
 	s.kickLocked()
 }
 
-// dueLocked reports whether anything is due that the writer may write.
+// dueLocked reports whether anything is due that the writer may write
+// (the FETCH of new messages only in IDLE).
 func (s *Session) dueLocked() bool {
-	return len(s.queue) > 0 || len(s.dirty) > 0 || s.fetchDue || s.keepalive || s.overflow || s.lost
+	return len(s.queue) > 0 || len(s.dirty) > 0 || (s.fetchDue && s.idling) || s.keepalive || s.overflow || s.lost
 }
 
 // kickLocked starts the session's writer goroutine when there is work for
